@@ -1,0 +1,190 @@
+// sample_dit: class-conditional ImageNet-style sampling with a DiT checkpoint, from C++.
+//
+//   sample_dit --weights DiT-XL-2-256x256.pt --vae sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
+//              --labels 207,360,387,974 --steps 250 --cfg-scale 4 --output samples.png
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <thread>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/Context.h>
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "ditcache/ditcache.h"
+
+using namespace ditcache;
+
+namespace {
+
+std::vector<int64_t> parse_labels(const std::string& text) {
+  std::vector<int64_t> labels;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      labels.push_back(std::stoll(item, &used));
+      if (used != item.size()) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--labels: '{}' is not an integer class id", item));
+    }
+  }
+  return labels;
+}
+
+at::ScalarType parse_dtype(const std::string& text) {
+  if (text == "fp32") return at::kFloat;
+  if (text == "fp16") return at::kHalf;
+  if (text == "bf16") return at::kBFloat16;
+  throw Error(ErrorCode::kInvalidArgument, fmt::format("--dtype '{}': expected fp32, fp16 or bf16", text));
+}
+
+c10::Device parse_device(const std::string& text) {
+  std::optional<c10::Device> device;
+  try {
+    device = c10::Device(text);
+  } catch (const std::exception&) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("--device '{}': expected cpu, cuda or cuda:N", text));
+  }
+  if (device->is_cuda() && !at::hasCUDA()) {
+    throw Error(ErrorCode::kUnsupported, fmt::format("--device {}: no CUDA device is available to this build", text));
+  }
+  if (!device->is_cpu() && !device->is_cuda()) {
+    throw Error(ErrorCode::kUnsupported, fmt::format("--device '{}': only cpu and cuda are supported", text));
+  }
+  return *device;
+}
+
+void require_file(const std::string& path, const char* what) {
+  if (!std::filesystem::exists(path)) {
+    throw Error(ErrorCode::kNotFound, fmt::format("{} '{}' does not exist", what, path));
+  }
+}
+
+// A one-line progress bar on stderr.
+void progress_bar(int64_t done, int64_t total, std::chrono::steady_clock::time_point start) {
+  const int width = 30;
+  const int filled = static_cast<int>(width * done / total);
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "\r[%s%s] %lld/%lld steps %.1fs", std::string(filled, '#').c_str(),
+               std::string(width - filled, '.').c_str(), static_cast<long long>(done), static_cast<long long>(total),
+               elapsed);
+  if (done == total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sample images from a DiT checkpoint (original .pt or diffusers safetensors)."};
+  std::string weights, config_arg, numerics = "original", vae_path, vae_config, labels_arg = "207,360,387,974,88,979,417,279";
+  std::string sampler = "ddpm", respacing, device_arg = "cpu", dtype_arg = "fp32", output = "samples.png";
+  std::string init_noise, save_latents;
+  int64_t steps = 250, seed = 0, image_size = 0;
+  int threads = 0, grid_rows = 0;
+  double cfg_scale = 4.0, eta = 0.0;
+  bool quiet = false;
+  app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt, a train.py checkpoint (ema), or diffusers safetensors")->required();
+  app.add_option("--config", config_arg, "preset name (e.g. DiT-XL/2-512) or JSON file; default: detected from the weights");
+  app.add_option("--numerics", numerics, "original (facebookresearch/DiT) or diffusers (DiTPipeline)")->capture_default_str();
+  app.add_option("--vae", vae_path, "SD VAE weights (diffusers safetensors/.bin or an LDM checkpoint); without it only latents are written");
+  app.add_option("--vae-config", vae_config, "diffusers VAE config.json (default: from the weights' shapes)");
+  app.add_option("--labels", labels_arg, "comma-separated class ids, one image each")->capture_default_str();
+  app.add_option("--seed", seed, "random seed")->capture_default_str();
+  app.add_option("--steps", steps, "sampling steps")->capture_default_str();
+  app.add_option("--sampler", sampler, "ddpm or ddim")->capture_default_str();
+  app.add_option("--respacing", respacing, "DiT respacing string, overrides --steps (e.g. 250, ddim50, 10,20)");
+  app.add_option("--eta", eta, "DDIM eta")->capture_default_str();
+  app.add_option("--cfg-scale", cfg_scale, "classifier-free guidance scale (<= 1 disables guidance)")->capture_default_str();
+  app.add_option("--image-size", image_size, "image size in pixels (must match the model: latent size x 8)");
+  app.add_option("--device", device_arg, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--dtype", dtype_arg, "fp32 (cpu, cuda), fp16 or bf16 (cuda)")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  app.add_option("--output", output, "PNG grid of the samples")->capture_default_str();
+  app.add_option("--grid-rows", grid_rows, "images per grid row (default: about sqrt(n))");
+  app.add_option("--init-noise", init_noise, "safetensors file whose tensor 'noise' [n, 4, h, w] is the initial noise");
+  app.add_option("--save-latents", save_latents, "write the final latents to this safetensors file (tensor 'latents')");
+  app.add_flag("--quiet", quiet, "no progress bar");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const auto device = parse_device(device_arg);
+    const auto dtype = parse_dtype(dtype_arg);
+    if (device.is_cpu() && dtype != at::kFloat) {
+      throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
+    }
+    at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    require_file(weights, "--weights file");
+    if (!vae_path.empty()) require_file(vae_path, "--vae file");
+    if (vae_path.empty() && save_latents.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output PNG) or --save-latents");
+    }
+
+    auto file = open_weights(weights);
+    DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*file)
+                       : config_arg.size() > 5 && config_arg.substr(config_arg.size() - 5) == ".json"
+                           ? DiTConfig::from_json_file(config_arg)
+                           : DiTConfig::preset(config_arg);
+    config.numerics = parse_dit_numerics(numerics);
+    if (image_size != 0 && image_size != config.input_size * 8) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--image-size {}: the model '{}' makes {} px images (latent {}x{})", image_size,
+                              config.name, config.input_size * 8, config.input_size, config.input_size));
+    }
+    DiT model(config);
+    model->load(*file);
+    model->eval();
+    model->to(device, dtype);
+
+    DiTSampleOptions options;
+    options.class_labels = parse_labels(labels_arg);
+    options.sampler = parse_sampler(sampler);
+    options.steps = steps;
+    options.respacing = respacing;
+    options.guidance_scale = cfg_scale;
+    options.ddim_eta = eta;
+    options.seed = static_cast<uint64_t>(seed);
+    if (!init_noise.empty()) {
+      require_file(init_noise, "--init-noise file");
+      auto noise_file = open_weights(init_noise);
+      const std::string name = noise_file->contains("noise") ? "noise" : noise_file->names().empty() ? "noise" : noise_file->names().front();
+      if (!noise_file->contains(name)) throw Error(ErrorCode::kNotFound, fmt::format("{}: no tensor 'noise'", init_noise));
+      options.init_noise = noise_file->load(name);
+    }
+    const auto start = std::chrono::steady_clock::now();
+    if (!quiet) options.progress = [&](int64_t done, int64_t total) { progress_bar(done, total, start); };
+    auto latents = sample_dit(model, options);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    if (!save_latents.empty()) write_safetensors(save_latents, {{"latents", latents.cpu()}}, {{"weights", weights}});
+    if (!vae_path.empty()) {
+      auto vae_file = open_weights(vae_path);
+      VAEConfig vc = vae_config.empty() ? VAEConfig::from_weights(*vae_file) : VAEConfig::from_json_file(vae_config);
+      AutoencoderKLDecoder vae(vc);
+      vae->load(*vae_file);
+      vae->eval();
+      vae->to(device, dtype);
+      at::NoGradGuard no_grad;
+      auto images = to_uint8_images(decode_latents(vae, latents));
+      const int64_t n = images.size(0);
+      const int64_t nrow = grid_rows > 0 ? grid_rows : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+      write_png(output, make_grid(images, nrow));
+    }
+    std::cout << fmt::format("{} images of {} with {} ({} steps, cfg {}) in {:.2f} s{}{}\n", options.class_labels.size(),
+                             config.name, sampler, respacing.empty() ? std::to_string(steps) : respacing, cfg_scale, seconds,
+                             vae_path.empty() ? "" : " -> " + output, save_latents.empty() ? "" : ", latents -> " + save_latents);
+  } catch (const Error& e) {
+    std::cerr << "sample_dit: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "sample_dit: unexpected error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,12 @@
+#pragma once
+/// \file Umbrella header of ditcache: everything a C++ application needs.
+
+#include "ditcache/error.h"
+#include "ditcache/image.h"
+#include "ditcache/io/state_dict.h"
+#include "ditcache/io/weights.h"
+#include "ditcache/log.h"
+#include "ditcache/models/dit.h"
+#include "ditcache/models/vae.h"
+#include "ditcache/pipeline.h"
+#include "ditcache/sampling/gaussian_diffusion.h"

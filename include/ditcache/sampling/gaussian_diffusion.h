@@ -1,0 +1,57 @@
+#pragma once
+/// \file Gaussian diffusion samplers of DiT (facebookresearch/DiT diffusion/, models.md §1.5):
+/// linear beta schedule, timestep respacing, DDPM ancestral steps with learned-range variance,
+/// and DDIM. Schedule quantities are computed in float64 and applied in the latents' dtype.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+
+namespace ditcache {
+
+/// DiT's `space_timesteps`: the kept training-step indices (ascending) for a respacing string —
+/// "250" (evenly strided sections, round-half-even), "10,15,20" (several sections) or "ddim50"
+/// (an integer stride giving exactly 50 steps). Throws Error(kInvalidArgument) naming the string.
+std::vector<int64_t> space_timesteps(int64_t num_train_steps, const std::string& respacing);
+
+/// A respaced linear-beta schedule and the DDPM / DDIM updates.
+class GaussianDiffusion {
+ public:
+  /// Linear betas 1e-4..0.02 scaled to num_train_steps (DiT's get_named_beta_schedule("linear")),
+  /// respaced by `respacing` (see space_timesteps).
+  GaussianDiffusion(const std::string& respacing, int64_t num_train_steps = 1000);
+
+  /// For DDIM with `steps` steps: DiT's "ddimN" stride when one exists, otherwise even spacing "N".
+  static GaussianDiffusion ddim(int64_t steps, int64_t num_train_steps = 1000);
+
+  /// Number of sampling steps.
+  int64_t num_steps() const { return static_cast<int64_t>(timestep_map_.size()); }
+  /// Training-step index (what the network sees) of respaced step k.
+  int64_t model_timestep(int64_t k) const { return timestep_map_.at(static_cast<size_t>(k)); }
+  const std::vector<int64_t>& timestep_map() const { return timestep_map_; }
+  const std::vector<double>& betas() const { return betas_; }
+  const std::vector<double>& alphas_cumprod() const { return alphas_cumprod_; }
+  const std::string& respacing() const { return respacing_; }
+
+  /// x0 prediction from x_t and eps at respaced step k.
+  at::Tensor predict_x0(const at::Tensor& x, const at::Tensor& eps, int64_t k) const;
+  /// One ancestral DDPM step k -> k-1. `model_output` [B, 2C, ...] is eps and the variance values
+  /// in [-1, 1] (learned range) or [B, C, ...] eps only (fixed small variance, the posterior's
+  /// clipped log variance). `noise` is the N(0, I) draw; it is not added at k = 0.
+  at::Tensor ddpm_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise) const;
+  /// One DDIM step k -> k-1 with the given eta (0 = deterministic); eps is the first C channels.
+  at::Tensor ddim_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise,
+                       double eta = 0.0) const;
+
+ private:
+  at::Tensor split_eps(const at::Tensor& x, const at::Tensor& model_output, at::Tensor* var_values) const;
+  std::string respacing_;
+  std::vector<int64_t> timestep_map_;
+  std::vector<double> betas_, alphas_cumprod_, alphas_cumprod_prev_;
+  std::vector<double> posterior_variance_, posterior_log_variance_clipped_;
+  std::vector<double> posterior_mean_coef1_, posterior_mean_coef2_;
+};
+
+}  // namespace ditcache
