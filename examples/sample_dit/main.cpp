@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   int threads = 0, grid_rows = 0;
   double cfg_scale = 4.0, eta = 0.0;
   bool quiet = false;
-  app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt, a train.py checkpoint (ema), or diffusers safetensors")->required();
+  app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt / -512x512.pt or diffusers safetensors")->required();
   app.add_option("--config", config_arg, "preset name (e.g. DiT-XL/2-512) or JSON file; default: detected from the weights");
   app.add_option("--numerics", numerics, "original (facebookresearch/DiT) or diffusers (DiTPipeline)")->capture_default_str();
   app.add_option("--vae", vae_path, "SD VAE weights (diffusers safetensors/.bin or an LDM checkpoint); without it only latents are written");
