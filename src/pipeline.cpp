@@ -18,20 +18,48 @@ SamplerKind parse_sampler(const std::string& text) {
   throw Error(ErrorCode::kInvalidArgument, fmt::format("sampler '{}' is not known; expected 'ddpm' or 'ddim'", text));
 }
 
-at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
-  const auto& config = model->config();
-  const int64_t n = static_cast<int64_t>(options.class_labels.size());
-  if (n == 0) throw Error(ErrorCode::kInvalidArgument, "sample_dit: no class labels given");
+namespace {
+
+GaussianDiffusion make_diffusion(const DiTSampleOptions& options) {
+  if (!options.respacing.empty()) return GaussianDiffusion(options.respacing);
+  if (options.sampler == SamplerKind::kDDIM) return GaussianDiffusion::ddim(options.steps);
+  return GaussianDiffusion(std::to_string(options.steps));
+}
+
+void check_labels(const DiTConfig& config, const DiTSampleOptions& options) {
+  if (options.class_labels.empty()) throw Error(ErrorCode::kInvalidArgument, "sample_dit: no class labels given");
   for (int64_t label : options.class_labels) {
     if (label < 0 || label >= config.num_classes) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("class label {} is out of range; {} has classes 0..{}",
                                                            label, config.name, config.num_classes - 1));
     }
   }
-  const GaussianDiffusion diffusion =
-      !options.respacing.empty() ? GaussianDiffusion(options.respacing)
-      : options.sampler == SamplerKind::kDDIM ? GaussianDiffusion::ddim(options.steps)
-                                              : GaussianDiffusion(std::to_string(options.steps));
+}
+
+}  // namespace
+
+void simulate_dit(const DiTConfig& config, const DiTSampleOptions& options, CacheContext& cache) {
+  check_labels(config, options);
+  const auto diffusion = make_diffusion(options);
+  const bool cfg = options.guidance_scale > 1.0;
+  const int64_t rows = static_cast<int64_t>(options.class_labels.size()) * (cfg ? 2 : 1);
+  const int steps = static_cast<int>(diffusion.num_steps());
+  cache.set_dry(true);
+  cache.begin_run(dit_run_info(config, rows, cfg, steps, to_string(options.sampler)));
+  for (int k = steps - 1; k >= 0; --k) {
+    cache.begin_step({k, steps - 1 - k});
+    count_dit_step_flops(config, cache, rows);
+    cache.end_step();
+    if (options.progress) options.progress(steps - k, steps);
+  }
+  cache.set_dry(false);
+}
+
+at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
+  const auto& config = model->config();
+  const int64_t n = static_cast<int64_t>(options.class_labels.size());
+  check_labels(config, options);
+  const GaussianDiffusion diffusion = make_diffusion(options);
   const auto param = model->parameters().front();
   const auto device = param.device();
   const auto model_dtype = param.scalar_type();
@@ -59,10 +87,17 @@ at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
 
   at::NoGradGuard no_grad;
   const int64_t steps = diffusion.num_steps();
+  CacheContext* cache = options.cache;
+  if (cache) {
+    cache->set_dry(false);
+    cache->begin_run(dit_run_info(config, x.size(0), cfg, static_cast<int>(steps), to_string(options.sampler)));
+  }
   for (int64_t k = steps - 1; k >= 0; --k) {
     auto t = at::full({x.size(0)}, diffusion.model_timestep(k), at::TensorOptions().dtype(at::kLong).device(device));
     auto xin = x.to(model_dtype);
-    auto out = (cfg ? model->forward_with_cfg(xin, t, y, options.guidance_scale) : model->forward(xin, t, y)).to(at::kFloat);
+    if (cache) cache->begin_step({static_cast<int>(k), static_cast<int>(steps - 1 - k)});
+    auto out = (cfg ? model->forward_with_cfg(xin, t, y, options.guidance_scale, cache) : model->forward(xin, t, y, cache)).to(at::kFloat);
+    if (cache) cache->end_step();
     // DiT draws one noise tensor of the batch's shape every step, DDIM included.
     auto noise = at::randn(x.sizes(), generator, at::TensorOptions().dtype(at::kFloat)).to(device);
     x = options.sampler == SamplerKind::kDDIM ? diffusion.ddim_step(x, out, k, noise, options.ddim_eta)

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -67,6 +68,20 @@ void require_file(const std::string& path, const char* what) {
   }
 }
 
+// Writes text through a temporary file, so a failed write leaves nothing under `path`.
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+    if (!out) {
+      std::filesystem::remove(tmp);
+      throw Error(ErrorCode::kIo, fmt::format("cannot write '{}'", path));
+    }
+  }
+  std::filesystem::rename(tmp, path);
+}
+
 // A one-line progress bar on stderr.
 void progress_bar(int64_t done, int64_t total, std::chrono::steady_clock::time_point start) {
   const int width = 30;
@@ -89,7 +104,8 @@ int main(int argc, char** argv) {
   int64_t steps = 250, seed = 0, image_size = 0;
   int threads = 0, grid_rows = 0;
   double cfg_scale = 4.0, eta = 0.0;
-  bool quiet = false;
+  bool quiet = false, flops_only = false;
+  std::string cache_spec = "none", trace_path;
   app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt / -512x512.pt or diffusers safetensors")->required();
   app.add_option("--config", config_arg, "preset name (e.g. DiT-XL/2-512) or JSON file; default: detected from the weights");
   app.add_option("--numerics", numerics, "original (facebookresearch/DiT) or diffusers (DiTPipeline)")->capture_default_str();
@@ -110,6 +126,9 @@ int main(int argc, char** argv) {
   app.add_option("--grid-rows", grid_rows, "images per grid row (default: about sqrt(n))");
   app.add_option("--init-noise", init_noise, "safetensors file whose tensor 'noise' [n, 4, h, w] is the initial noise");
   app.add_option("--save-latents", save_latents, "write the final latents to this safetensors file (tensor 'latents')");
+  app.add_option("--cache", cache_spec, "cache policy POLICY[:k=v,...]: none, fora, toca, random (docs/caching.md)")->capture_default_str();
+  app.add_option("--trace", trace_path, "write a JSON trace: per step and layer each site's action and selected tokens");
+  app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
   app.add_flag("--quiet", quiet, "no progress bar");
   CLI11_PARSE(app, argc, argv);
 
@@ -120,6 +139,28 @@ int main(int argc, char** argv) {
       throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
     }
     at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
+    CacheContext cache(policy, !trace_path.empty());
+    if (flops_only) {
+      // No weights needed: the architecture comes from --config (or the weights' shapes).
+      DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*open_weights(weights))
+                         : config_arg.size() > 5 && config_arg.substr(config_arg.size() - 5) == ".json"
+                             ? DiTConfig::from_json_file(config_arg)
+                             : DiTConfig::preset(config_arg);
+      DiTSampleOptions options;
+      options.class_labels = parse_labels(labels_arg);
+      options.sampler = parse_sampler(sampler);
+      options.steps = steps;
+      options.respacing = respacing;
+      options.guidance_scale = cfg_scale;
+      simulate_dit(config, options, cache);
+      const auto s = cache.summary();
+      std::cout << fmt::format("{} {} {} steps, batch {}: {:.3f} TFLOPs of {:.3f} uncached, FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
+                               config.name, policy->to_string(), cache.steps().size(), cache.run_info().batch, s.flops * 1e-12,
+                               s.full_flops * 1e-12, s.flops_speedup(), 100 * s.computed_share());
+      if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+      return 0;
+    }
     require_file(weights, "--weights file");
     if (!vae_path.empty()) require_file(vae_path, "--vae file");
     if (vae_path.empty() && save_latents.empty()) {
@@ -157,6 +198,7 @@ int main(int argc, char** argv) {
       if (!noise_file->contains(name)) throw Error(ErrorCode::kNotFound, fmt::format("{}: no tensor 'noise'", init_noise));
       options.init_noise = noise_file->load(name);
     }
+    options.cache = &cache;
     const auto start = std::chrono::steady_clock::now();
     if (!quiet) options.progress = [&](int64_t done, int64_t total) { progress_bar(done, total, start); };
     auto latents = sample_dit(model, options);
@@ -176,9 +218,15 @@ int main(int argc, char** argv) {
       const int64_t nrow = grid_rows > 0 ? grid_rows : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
       write_png(output, make_grid(images, nrow));
     }
+    if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+    const auto s = cache.summary();
     std::cout << fmt::format("{} images of {} with {} ({} steps, cfg {}) in {:.2f} s{}{}\n", options.class_labels.size(),
                              config.name, sampler, respacing.empty() ? std::to_string(steps) : respacing, cfg_scale, seconds,
                              vae_path.empty() ? "" : " -> " + output, save_latents.empty() ? "" : ", latents -> " + save_latents);
+    std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
+                             "cache memory {:.1f} MiB, wall {:.2f} s\n",
+                             policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
+                             100 * s.computed_share(), s.cache_bytes / 1048576.0, seconds);
   } catch (const Error& e) {
     std::cerr << "sample_dit: " << e.what() << "\n";
     return 1;

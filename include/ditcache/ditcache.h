@@ -1,7 +1,12 @@
 #pragma once
 /// \file Umbrella header of ditcache: everything a C++ application needs.
 
+#include "ditcache/cache/context.h"
+#include "ditcache/cache/policy.h"
+#include "ditcache/cache/site.h"
+#include "ditcache/cache/toca.h"
 #include "ditcache/error.h"
+#include "ditcache/flops.h"
 #include "ditcache/image.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"

@@ -10,6 +10,7 @@
 
 #include <ATen/Tensor.h>
 
+#include "ditcache/cache/context.h"
 #include "ditcache/models/dit.h"
 
 namespace ditcache {
@@ -34,6 +35,9 @@ struct DiTSampleOptions {
   std::optional<at::Tensor> init_noise;
   /// Called after every step with (steps done, total steps).
   std::function<void(int64_t, int64_t)> progress;
+  /// The cache context every forward runs through (its policy decides what is reused); none:
+  /// uncached, no FLOPs or telemetry.
+  CacheContext* cache = nullptr;
 };
 
 /// Runs the whole sampling loop and returns the latents [n, C, H, W] in float32 on the model's
@@ -43,5 +47,9 @@ struct DiTSampleOptions {
 /// run reproduces PyTorch's numbers. Same options -> bit-identical output on the same device.
 /// Throws Error(kInvalidArgument) for out-of-range labels or a bad step count.
 at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options);
+
+/// FLOPs-only: runs the step schedule of `options` through `cache` in dry mode (no tensors, no
+/// weights), so its telemetry and FLOPs summary are those of a real run of `config`.
+void simulate_dit(const DiTConfig& config, const DiTSampleOptions& options, CacheContext& cache);
 
 }  // namespace ditcache

@@ -6,7 +6,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "ditcache/cache/context.h"
 #include "ditcache/error.h"
+#include "ditcache/flops.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "nn/attention.h"
@@ -67,11 +69,32 @@ DiTAttentionImpl::DiTAttentionImpl(int hidden_size, int heads) : num_heads(heads
   proj = register_module("proj", torch::nn::Linear(hidden_size, hidden_size));
 }
 
-at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
-  const auto B = x.size(0), N = x.size(1), C = x.size(2);
-  auto qkv_out = qkv->forward(x).view({B, N, 3, num_heads, C / num_heads}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, hd]
-  auto out = nn::attention(qkv_out[0], qkv_out[1], qkv_out[2]);                                        // [B, H, N, hd]
-  return proj->forward(out.transpose(1, 2).reshape({B, N, C}));                                        // [B, N, C]
+at::Tensor DiTAttentionImpl::forward(const at::Tensor& x, const at::Tensor& queries, at::Tensor* column_sums) {
+  const int64_t B = x.size(0), N = x.size(1), C = x.size(2), H = num_heads, d = C / H;
+  at::Tensor q, k, v;
+  int64_t n = N;
+  if (!queries.defined()) {
+    auto qkv_out = qkv->forward(x).view({B, N, 3, H, d}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, d]
+    q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
+  } else {
+    // Selected queries only: q from the gathered tokens, k and v from all tokens.
+    n = queries.size(1);
+    auto rows = x.gather(1, queries.unsqueeze(-1).expand({B, n, C}));                                 // [B, n, C]
+    q = at::linear(rows, qkv->weight.narrow(0, 0, C), qkv->bias.narrow(0, 0, C)).view({B, n, H, d}).transpose(1, 2);  // [B, H, n, d]
+    auto kv = at::linear(x, qkv->weight.narrow(0, C, 2 * C), qkv->bias.narrow(0, C, 2 * C)).view({B, N, 2, H, d}).permute({2, 0, 3, 1, 4});
+    k = kv[0], v = kv[1];                                                                             // [B, H, N, d]
+  }
+  at::Tensor out;
+  if (column_sums) {
+    // Explicit attention: the probabilities are needed for s1 (toca.md §3.6).
+    const auto dtype = q.scalar_type();
+    auto probs = at::softmax(at::matmul(q.to(at::kFloat), k.to(at::kFloat).transpose(-2, -1)) / std::sqrt(static_cast<double>(d)), -1);  // [B, H, n, N]
+    out = at::matmul(probs, v.to(at::kFloat)).to(dtype);                                                // [B, H, n, d]
+    *column_sums = probs.mean(1).sum(1);                                                                 // [B, N]
+  } else {
+    out = nn::attention(q, k, v);  // [B, H, n, d]
+  }
+  return proj->forward(out.transpose(1, 2).reshape({B, n, C}));  // [B, n, C]
 }
 
 DiTMLPImpl::DiTMLPImpl(int hidden_size, int mlp_hidden) {
@@ -83,7 +106,8 @@ at::Tensor DiTMLPImpl::forward(const at::Tensor& x) { return fc2->forward(gelu_t
 
 DiTBlockImpl::DiTBlockImpl(const DiTConfig& config)
     : hidden_size(config.hidden_size),
-      mlp_norm_eps(config.numerics == DiTNumerics::kDiffusers ? 1e-5 : 1e-6) {
+      mlp_norm_eps(config.numerics == DiTNumerics::kDiffusers ? 1e-5 : 1e-6),
+      config_(config) {
   attn = register_module("attn", DiTAttention(config.hidden_size, config.num_heads));
   mlp = register_module("mlp", DiTMLP(config.hidden_size, config.mlp_hidden()));
   ada_linear = holder(*this, "adaLN_modulation")
@@ -94,8 +118,9 @@ std::vector<at::Tensor> DiTBlockImpl::modulation(const at::Tensor& c) {
   return ada_linear->forward(at::silu(c)).chunk(6, 1);  // 6 x [B, C]
 }
 
-at::Tensor DiTBlockImpl::attention_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return attn->forward(modulate(layer_norm(x, 1e-6), shift, scale));
+at::Tensor DiTBlockImpl::attention_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale,
+                                          const at::Tensor& queries, at::Tensor* column_sums) {
+  return attn->forward(modulate(layer_norm(x, 1e-6), shift, scale), queries, column_sums);
 }
 
 at::Tensor DiTBlockImpl::mlp_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
@@ -106,6 +131,52 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
   auto m = modulation(c);
   auto h = x + m[2].unsqueeze(1) * attention_branch(x, m[0], m[1]);
   return h + m[5].unsqueeze(1) * mlp_branch(h, m[3], m[4]);
+}
+
+double dit_block_flops(const DiTConfig& config, int64_t rows, int64_t attn_queries, int64_t mlp_tokens) {
+  const int64_t C = config.hidden_size, N = config.num_tokens();
+  double f = flops::ada_ln(rows, C, 6);
+  if (attn_queries > 0) f += flops::layer_norm(rows, attn_queries, C) + flops::attention(rows, attn_queries, N, C, config.num_heads);
+  if (mlp_tokens > 0) f += flops::layer_norm(rows, mlp_tokens, C) + flops::mlp(rows, mlp_tokens, C, config.mlp_hidden());
+  return f;
+}
+
+namespace {
+
+int64_t computed_tokens(const SiteDecision& d, int64_t tokens) {
+  return d.action == Action::kCompute ? tokens : d.action == Action::kPartial ? d.tokens : 0;
+}
+
+}  // namespace
+
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, CacheContext& cache, int layer) {
+  const int64_t B = x.size(0), N = x.size(1);
+  const double full = dit_block_flops(config_, B, N, N);
+  if (cache.uses_block_sites()) {
+    bool computed = false;
+    auto out = cache.run_block({layer, BlockKind::kSpatial, SiteKind::kBlock}, x, [&](const at::Tensor& in) {
+      computed = true;
+      return forward(in, c);
+    });
+    cache.add_flops(computed ? full : 0.0, full);
+    return out;
+  }
+  auto m = modulation(c);
+  int64_t attn_queries = 0, mlp_tokens = 0;
+  auto attn_out = cache.run_attention({layer, BlockKind::kSpatial, SiteKind::kSelfAttention}, x,
+                                      [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
+                                        attn_queries = queries.defined() ? queries.size(1) : in.size(1);
+                                        return attention_branch(in, m[0], m[1], queries, column_sums);
+                                      });
+  auto h = x + m[2].unsqueeze(1) * attn_out;
+  // MLP on the tokens the policy selects, with this step's modulation; the gate applies to the
+  // whole (mixed fresh and cached) output.
+  auto mlp_out = cache.run({layer, BlockKind::kSpatial, SiteKind::kMLP}, h, [&](const at::Tensor& rows) {
+    mlp_tokens = rows.size(1);
+    return mlp_branch(rows, m[3], m[4]);
+  });
+  cache.add_flops(dit_block_flops(config_, B, attn_queries, mlp_tokens), full);
+  return h + m[5].unsqueeze(1) * mlp_out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,7 +218,7 @@ at::Tensor DiTImpl::unpatchify(const at::Tensor& tokens) {
   return x.permute({0, 5, 1, 3, 2, 4}).reshape({B, c, g * p, g * p});  // [B, C, H, W]
 }
 
-at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, CacheContext* cache) {
   const int64_t size = config_.input_size;
   if (x.dim() != 4 || x.size(1) != config_.in_channels || x.size(2) != size || x.size(3) != size) {
     throw Error(ErrorCode::kShapeMismatch,
@@ -159,20 +230,65 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
                 fmt::format("{}: timesteps {} and labels {} must both be [{}]", config_.name,
                             shape_string(t.sizes()), shape_string(y.sizes()), x.size(0)));
   }
+  if (cache && cache->step_output().defined() && !cache->steps().empty() &&
+      cache->steps().back().mode == StepMode::kReuseOutput) {
+    const double full = dit_block_flops(config_, x.size(0), config_.num_tokens(), config_.num_tokens());
+    for (int i = 0; i < config_.depth; ++i) cache->add_flops(0.0, full);
+    return cache->step_output();  // the whole step reused
+  }
   at::Tensor c;
   auto h = embed(x, t, y, c);
-  for (const auto& block : *blocks) h = block->as<DiTBlock>()->forward(h, c);
-  return unpatchify(final_layer(h, c));
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    auto* block = blocks[i]->as<DiTBlockImpl>();
+    h = cache ? block->forward(h, c, *cache, static_cast<int>(i)) : block->forward(h, c);
+  }
+  auto out = unpatchify(final_layer(h, c));
+  if (cache) cache->set_step_output(out);
+  return out;
 }
 
-at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, double scale) {
+RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler) {
+  RunInfo run;
+  run.model = "DiT";
+  run.depth = config.depth;
+  run.batch = rows;
+  run.cfg = cfg;
+  run.num_tokens = config.num_tokens();
+  run.grid_h = run.grid_w = config.grid_size();
+  run.num_steps = num_steps;
+  run.step_index_counts_down = true;
+  run.sampler = sampler;
+  run.site_kinds = {SiteKind::kSelfAttention, SiteKind::kMLP};
+  return run;
+}
+
+void count_dit_step_flops(const DiTConfig& config, CacheContext& cache, int64_t rows) {
+  const int64_t N = config.num_tokens();
+  const double full = dit_block_flops(config, rows, N, N);
+  const bool reused = cache.steps().back().mode == StepMode::kReuseOutput;
+  for (int layer = 0; layer < config.depth; ++layer) {
+    if (reused) {
+      cache.add_flops(0.0, full);
+    } else if (cache.uses_block_sites()) {
+      auto d = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kBlock});
+      cache.add_flops(d.action == Action::kCompute ? full : 0.0, full);
+    } else {
+      auto attn = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kSelfAttention});
+      auto mlp = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kMLP});
+      cache.add_flops(dit_block_flops(config, rows, computed_tokens(attn, N), computed_tokens(mlp, N)), full);
+    }
+  }
+}
+
+at::Tensor DiTImpl::forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, double scale,
+                                     CacheContext* cache) {
   if (x.size(0) % 2 != 0) {
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("forward_with_cfg: batch {} is not [cond; uncond] (must be even)", x.size(0)));
   }
   const int64_t n = x.size(0) / 2;
   auto half = x.narrow(0, 0, n);
-  auto out = forward(at::cat({half, half}, 0), t, y);  // [2n, Cout, H, W]
+  auto out = forward(at::cat({half, half}, 0), t, y, cache);  // [2n, Cout, H, W]
   const int64_t guided = config_.numerics == DiTNumerics::kDiffusers ? config_.in_channels : 3;
   auto eps = out.narrow(1, 0, guided);
   auto rest = out.narrow(1, guided, out.size(1) - guided);

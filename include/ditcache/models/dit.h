@@ -17,6 +17,8 @@
 namespace ditcache {
 
 class WeightFile;
+class CacheContext;
+struct RunInfo;
 
 /// Whose numerics a DiT reproduces where the original and diffusers differ (models.md §1.4).
 enum class DiTNumerics {
@@ -84,8 +86,10 @@ at::Tensor sincos_pos_embed_2d(int64_t dim, int64_t gh, int64_t gw, double row_s
 class DiTAttentionImpl : public torch::nn::Module {
  public:
   DiTAttentionImpl(int hidden_size, int num_heads);
-  /// x [B, N, C] -> [B, N, C].
-  at::Tensor forward(const at::Tensor& x);
+  /// x [B, N, C] -> [B, n, C]: all tokens as queries, or only `queries` [B, n] (int64 token
+  /// indices) against every token's keys and values. With `column_sums`, the attention runs
+  /// explicitly and also returns the head-mean attention column sums [B, N] (ToCa's s1).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& queries = {}, at::Tensor* column_sums = nullptr);
 
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   int num_heads;
@@ -109,18 +113,25 @@ class DiTBlockImpl : public torch::nn::Module {
   DiTBlockImpl(const DiTConfig& config);
   /// The six modulation vectors [B, C] each: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
   std::vector<at::Tensor> modulation(const at::Tensor& c);
-  /// Self-attention output before its gate for tokens x [B, N, C].
-  at::Tensor attention_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
+  /// Self-attention output before its gate for tokens x [B, N, C] (see DiTAttentionImpl::forward).
+  at::Tensor attention_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale,
+                              const at::Tensor& queries = {}, at::Tensor* column_sums = nullptr);
   /// MLP output before its gate for tokens x [B, N, C] (any subset of tokens).
   at::Tensor mlp_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
   /// The whole block: x + g_msa * attn(...), then + g_mlp * mlp(...).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
+  /// The block through the cache context: sites (layer, spatial, attn) and (layer, spatial, mlp),
+  /// or the whole block as one site when the policy uses block sites; reports its FLOPs.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, CacheContext& cache, int layer);
 
   DiTAttention attn{nullptr};
   DiTMLP mlp{nullptr};
   torch::nn::Linear ada_linear{nullptr};  ///< Linear(C -> 6C), registered as "adaLN_modulation.1" like the checkpoint
   int hidden_size;
   double mlp_norm_eps;
+
+ private:
+  DiTConfig config_;
 };
 TORCH_MODULE(DiTBlock);
 
@@ -130,13 +141,16 @@ class DiTImpl : public torch::nn::Module {
  public:
   explicit DiTImpl(const DiTConfig& config);
 
-  /// One forward pass; H = W = input_size.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y);
+  /// One forward pass; H = W = input_size. With a cache context, every block runs through it (the
+  /// caller brackets the call with cache->begin_step / end_step).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, CacheContext* cache = nullptr);
   /// Classifier-free guidance on a doubled batch [cond; uncond] (labels [y; null]), as the
   /// original `forward_with_cfg`: guides the first 3 eps channels (original numerics) or all eps
   /// channels (diffusers numerics) and writes the guided half to both halves; variance channels
   /// keep each branch's own prediction.
-  at::Tensor forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, double scale);
+  at::Tensor forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, double scale,
+                              CacheContext* cache = nullptr);
+
 
   /// Loads an original (`x_embedder...`) or diffusers (`transformer_blocks...`) checkpoint, strictly;
   /// checks the file's architecture against this config first and names the differing field.
@@ -158,6 +172,17 @@ class DiTImpl : public torch::nn::Module {
   DiTConfig config_;
 };
 TORCH_MODULE(DiT);
+
+/// What a cache policy is told about a DiT run: `rows` model rows (CFG halves included).
+RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler);
+
+/// FLOPs of one DiT block (toca.md §6) for `rows` rows when the attention computed
+/// `attn_queries` queries and the MLP `mlp_tokens` tokens per row (0 = reused).
+double dit_block_flops(const DiTConfig& config, int64_t rows, int64_t attn_queries, int64_t mlp_tokens);
+
+/// FLOPs-only: the current step's decisions through a dry context, counted from the config's
+/// shapes (no tensors, no weights: a DiT-XL/2 schedule is counted in milliseconds).
+void count_dit_step_flops(const DiTConfig& config, CacheContext& cache, int64_t rows);
 
 /// The key map that reads a diffusers `DiTTransformer2DModel` state dict into this module layout.
 class KeyMap;

@@ -1,0 +1,57 @@
+#pragma once
+/// \file ToCa (Zou et al., "Accelerating Diffusion Transformers with Token-wise Feature Caching",
+/// ICLR 2025) as the official DiT-ToCa code runs it (../shared/reference/toca.md §2-§3). The
+/// schedule and score functions are public so tests can check them against hand-computed cases.
+
+#include <cstdint>
+#include <string>
+
+#include <ATen/Tensor.h>
+
+#include "ditcache/cache/site.h"
+
+namespace ditcache {
+
+/// Parameters of the `toca` and `random` policies (docs/caching.md lists meaning and ranges).
+struct ToCaConfig {
+  double ratio = 0.07;            ///< r0, `fresh_ratio`: base share of tokens recomputed at partial steps
+  std::string schedule = "auto";  ///< ratio schedule: "ddim50", "ddpm250", or "auto" (ddim50 for DDIM, ddpm250 otherwise)
+  int interval = 0;               ///< N, `fresh_threshold`: force-activation cycle; 0 = the schedule's paper value (3 / 4)
+  std::string mode = "reference"; ///< "reference": per-block re-evaluation as the official code ("mixed steps"); "clean": one decision per step
+  double staleness_weight = 0.25; ///< λ3, `soft_fresh_weight`: weight of s3 (ages / N)
+  double spread_bonus = 0.6;      ///< β of s4: the best token of each g x g block gets score * (1 + β); 0 disables
+  int spread_grid = 2;            ///< g of s4
+  std::string score = "attention";///< "attention" (s1) or "random" (uniform, seeded, shared by the CFG halves)
+  uint64_t seed = 0;              ///< seed of the random score
+
+  /// Throws Error(kInvalidArgument) naming the first out-of-range field.
+  void validate() const;
+};
+
+namespace toca {
+
+/// The interval after a full step (`force_scheduler`): round_half_even(float32(N / f)) with
+/// f = float32(1 + w - 2 w step / S), w = 0.4 (0 when ratio == 0); 2 inside the sensitive window
+/// int(0.2 S) <= step < int(0.4 S) when ratio != 0. `step` counts down from S - 1 (DiT).
+double force_interval(int step, int num_steps, int interval, double ratio);
+
+/// The fresh ratio of a DiT schedule (`fresh_ratio_scheduler`, "ToCa-ddim50" / "ToCa-ddpm250"):
+/// r0 * layer_factor * step_factor * module_factor, before clamping. `last_layer` is depth - 1
+/// (27 for DiT-XL, where the official code hard-codes 27).
+double fresh_ratio(const std::string& schedule, double r0, int step, int num_steps, int layer, int last_layer, SiteKind module);
+
+/// Tokens recomputed per row: trunc(float32(clamp(float32(ratio), 0, 1)) * N).
+int64_t fresh_tokens(double ratio, int64_t num_tokens);
+
+/// s4: in every g x g block of the (grid_h x grid_w) token grid, the highest score gets β times
+/// itself added. score [B, N] -> [B, N]. Throws Error(kInvalidArgument) when g does not divide the grid.
+at::Tensor spread_bonus(const at::Tensor& score, int64_t grid_h, int64_t grid_w, int g, double beta);
+
+/// s1 from head-mean attention column sums [B, N]: L2-normalised per row (eps 1e-12).
+at::Tensor attention_score(const at::Tensor& column_sums);
+
+/// The k highest-scoring tokens of each row: descending sort, first k. score [B, N] -> [B, k] int64.
+at::Tensor select_top(const at::Tensor& score, int64_t k);
+
+}  // namespace toca
+}  // namespace ditcache

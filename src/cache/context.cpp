@@ -1,0 +1,255 @@
+#include "ditcache/cache/context.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "ditcache/error.h"
+#include "ditcache/io/state_dict.h"
+
+namespace ditcache {
+
+const char* to_string(BlockKind kind) noexcept { return kind == BlockKind::kTemporal ? "temporal" : "spatial"; }
+const char* to_string(SiteKind kind) noexcept {
+  switch (kind) {
+    case SiteKind::kSelfAttention: return "attn";
+    case SiteKind::kCrossAttention: return "cross_attn";
+    case SiteKind::kMLP: return "mlp";
+    case SiteKind::kBlock: return "block";
+  }
+  return "?";
+}
+const char* to_string(Action action) noexcept {
+  switch (action) {
+    case Action::kCompute: return "compute";
+    case Action::kReuse: return "reuse";
+    case Action::kPartial: return "partial";
+  }
+  return "?";
+}
+const char* to_string(StepMode mode) noexcept { return mode == StepMode::kReuseOutput ? "reuse_output" : "per_site"; }
+std::string to_string(const Site& site) {
+  return fmt::format("{}.{}.{}", to_string(site.block), site.layer, to_string(site.kind));
+}
+
+CacheContext::CacheContext(std::shared_ptr<CachePolicy> policy, bool trace) : policy_(std::move(policy)), trace_(trace) {
+  if (!policy_) throw Error(ErrorCode::kInvalidArgument, "CacheContext: no policy given (use make_policy(\"none\"))");
+}
+
+uint32_t CacheContext::key(const Site& site) {
+  return (static_cast<uint32_t>(site.layer) << 8) | (static_cast<uint32_t>(site.block) << 4) | static_cast<uint32_t>(site.kind);
+}
+
+void CacheContext::begin_run(const RunInfo& run) {
+  run_ = run;
+  entries_.clear();
+  steps_.clear();
+  step_output_ = at::Tensor();
+  policy_->begin_run(run);
+}
+
+StepMode CacheContext::begin_step(const StepInfo& step) {
+  StepRecord record;
+  record.step = step;
+  record.mode = policy_->begin_step(step);
+  if (record.mode == StepMode::kReuseOutput && !step_output_.defined() && !dry_ && steps_.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("policy '{}' reuses the model output at step {} before any step was computed",
+                            policy_->to_string(), step.index));
+  }
+  steps_.push_back(std::move(record));
+  return steps_.back().mode;
+}
+
+void CacheContext::end_step() { policy_->end_step(); }
+
+void CacheContext::add_flops(double actual, double full) {
+  if (steps_.empty()) return;
+  steps_.back().flops += actual;
+  steps_.back().full_flops += full;
+}
+
+void CacheContext::check_decision(const Site& site, const SiteDecision& d, const Entry& entry, int64_t rows,
+                                  int64_t tokens) const {
+  if (d.action != Action::kCompute && !entry.store.defined() && !dry_) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("policy '{}' asked to {} site {} before it was ever computed",
+                                                         policy_->to_string(), to_string(d.action), to_string(site)));
+  }
+  if (d.action != Action::kPartial) return;
+  if (d.tokens < 0 || d.tokens > tokens) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("policy '{}' selected {} of {} tokens at {}", policy_->to_string(),
+                                                         d.tokens, tokens, to_string(site)));
+  }
+  if (!dry_ && d.tokens > 0 &&
+      (!d.indices.defined() || d.indices.dim() != 2 || d.indices.size(0) != rows || d.indices.size(1) != d.tokens)) {
+    throw Error(ErrorCode::kShapeMismatch,
+                fmt::format("policy '{}' at {}: indices {}, expected [{}, {}]", policy_->to_string(), to_string(site),
+                            d.indices.defined() ? shape_string(d.indices.sizes()) : "undefined", rows, d.tokens));
+  }
+}
+
+SiteDecision CacheContext::decide(const Site& site, Entry& entry) {
+  const SiteState state{site, entry.store.defined() || dry_, entry.ages};
+  return policy_->decide(state, dry_);
+}
+
+void CacheContext::record(const Site& site, const SiteDecision& d, int64_t rows) {
+  if (steps_.empty()) throw Error(ErrorCode::kInvalidArgument, "CacheContext: a site ran outside begin_step/end_step");
+  SiteRecord r;
+  r.site = site;
+  r.action = d.action;
+  r.tokens = d.action == Action::kCompute ? run_.num_tokens : d.action == Action::kPartial ? d.tokens : 0;
+  if (trace_ && d.action == Action::kPartial && d.tokens > 0 && d.indices.defined()) {
+    auto host = d.indices.to(at::kCPU, at::kLong).contiguous();  // [rows, k]; the one sync tracing costs
+    r.indices.assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
+  }
+  (void)rows;
+  steps_.back().sites.push_back(std::move(r));
+}
+
+// Staleness: every token ages one step; the recomputed ones restart at 0 (toca.md §3.3 order:
+// the policy has already read the ages before this update).
+void CacheContext::age(Entry& entry, const SiteDecision& d) {
+  if (d.action == Action::kCompute) return;
+  entry.ages.add_(1);
+  if (d.action == Action::kPartial && d.tokens > 0) entry.ages.scatter_(1, d.indices, 0);
+}
+
+SiteDecision CacheContext::decide_dry(const Site& site) {
+  auto& entry = entries_[key(site)];
+  auto d = decide(site, entry);
+  check_decision(site, d, entry, run_.batch, run_.num_tokens);
+  record(site, d, run_.batch);
+  return d;
+}
+
+at::Tensor CacheContext::run(const Site& site, const at::Tensor& x, const TokenModule& module) {
+  auto& entry = entries_[key(site)];
+  auto d = decide(site, entry);
+  const int64_t B = x.size(0), N = x.size(1);
+  check_decision(site, d, entry, B, N);
+  record(site, d, B);
+  switch (d.action) {
+    case Action::kCompute:
+      entry.store = module(x);  // [B, N, C']
+      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+      return entry.store;
+    case Action::kReuse:
+      age(entry, d);
+      return entry.store;
+    case Action::kPartial:
+      if (d.tokens > 0) {
+        auto rows = x.gather(1, d.indices.unsqueeze(-1).expand({B, d.tokens, x.size(2)}));  // [B, k, C]
+        auto fresh = module(rows);                                                        // [B, k, C']
+        entry.store.scatter_(1, d.indices.unsqueeze(-1).expand({B, d.tokens, fresh.size(2)}), fresh.to(entry.store.scalar_type()));
+      }
+      age(entry, d);
+      return entry.store;
+  }
+  return entry.store;
+}
+
+at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, const AttentionModule& module) {
+  auto& entry = entries_[key(site)];
+  auto d = decide(site, entry);
+  const int64_t B = x.size(0), N = x.size(1);
+  check_decision(site, d, entry, B, N);
+  record(site, d, B);
+  switch (d.action) {
+    case Action::kCompute: {
+      at::Tensor column_sums;
+      entry.store = module(x, at::Tensor(), d.attention_stats ? &column_sums : nullptr);
+      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+      if (d.attention_stats) policy_->observe_attention(site, column_sums);
+      return entry.store;
+    }
+    case Action::kReuse:
+      age(entry, d);
+      return entry.store;
+    case Action::kPartial:
+      if (d.tokens > 0) {
+        auto fresh = module(x, d.indices, nullptr);  // [B, k, C]
+        entry.store.scatter_(1, d.indices.unsqueeze(-1).expand({B, d.tokens, fresh.size(2)}), fresh.to(entry.store.scalar_type()));
+      }
+      age(entry, d);
+      return entry.store;
+  }
+  return entry.store;
+}
+
+at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& block) {
+  auto& entry = entries_[key(site)];
+  auto d = decide(site, entry);
+  const int64_t B = x.size(0), N = x.size(1);
+  check_decision(site, d, entry, B, N);
+  if (d.action == Action::kPartial) {
+    throw Error(ErrorCode::kUnsupported, fmt::format("policy '{}': whole-block site {} cannot be partial",
+                                                     policy_->to_string(), to_string(site)));
+  }
+  record(site, d, B);
+  if (d.action == Action::kReuse) {
+    age(entry, d);
+    return x + entry.store;
+  }
+  auto out = block(x);
+  entry.store = out - x;  // [B, N, C] the block's residual update
+  entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+  return out;
+}
+
+RunSummary CacheContext::summary() const {
+  RunSummary s;
+  const int64_t per_row = run_.num_tokens;
+  const int64_t module_sites = static_cast<int64_t>(run_.site_kinds.size());
+  for (const auto& step : steps_) {
+    s.flops += step.flops;
+    s.full_flops += step.full_flops;
+    s.tokens_total += run_.depth * module_sites * run_.batch * per_row;
+    for (const auto& r : step.sites) {
+      const int64_t weight = r.site.kind == SiteKind::kBlock ? module_sites : 1;
+      s.tokens_computed += weight * r.tokens * run_.batch;
+    }
+  }
+  for (const auto& [k, e] : entries_) {
+    if (e.store.defined()) s.cache_bytes += static_cast<int64_t>(e.store.nbytes());
+    if (e.ages.defined()) s.cache_bytes += static_cast<int64_t>(e.ages.nbytes());
+  }
+  if (step_output_.defined()) s.cache_bytes += static_cast<int64_t>(step_output_.nbytes());
+  return s;
+}
+
+std::string CacheContext::trace_json() const {
+  nlohmann::json j;
+  j["policy"] = policy_->to_string();
+  j["model"] = run_.model;
+  j["batch"] = run_.batch;
+  j["num_tokens"] = run_.num_tokens;
+  j["num_steps"] = run_.num_steps;
+  const auto s = summary();
+  j["flops"] = s.flops;
+  j["full_flops"] = s.full_flops;
+  j["computed_share"] = s.computed_share();
+  auto& steps = j["steps"] = nlohmann::json::array();
+  for (const auto& step : steps_) {
+    nlohmann::json js = {{"index", step.step.index}, {"position", step.step.position}, {"mode", to_string(step.mode)},
+                         {"flops", step.flops}, {"full_flops", step.full_flops}};
+    auto& sites = js["sites"] = nlohmann::json::array();
+    for (const auto& r : step.sites) {
+      nlohmann::json jr = {{"layer", r.site.layer}, {"block", to_string(r.site.block)}, {"site", to_string(r.site.kind)},
+                           {"action", to_string(r.action)}, {"tokens", r.tokens}};
+      if (r.action == Action::kPartial && !r.indices.empty() && r.tokens > 0) {
+        auto rows = nlohmann::json::array();
+        for (size_t b = 0; b * static_cast<size_t>(r.tokens) < r.indices.size(); ++b) {
+          rows.push_back(std::vector<int64_t>(r.indices.begin() + static_cast<long>(b * r.tokens),
+                                              r.indices.begin() + static_cast<long>((b + 1) * r.tokens)));
+        }
+        jr["indices"] = rows;
+      }
+      sites.push_back(jr);
+    }
+    steps.push_back(js);
+  }
+  return j.dump();
+}
+
+}  // namespace ditcache

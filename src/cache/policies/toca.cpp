@@ -1,0 +1,231 @@
+// ToCa for DiT, as the official DiT-ToCa code runs it (toca.md §2.2-§3.5): force-activation
+// schedule, the ToCa-ddim50 / ToCa-ddpm250 ratio schedules, scores s1 + λ3·s3 + s4, and the
+// `random` baseline with the same schedule.
+#include <cmath>
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include "cache/policies/builtin.h"
+#include "ditcache/cache/toca.h"
+#include "ditcache/error.h"
+
+namespace ditcache {
+
+void ToCaConfig::validate() const {
+  auto fail = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, "toca: " + m); };
+  if (!(ratio >= 0 && ratio <= 1)) fail(fmt::format("ratio={} is out of range [0, 1]", ratio));
+  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250") fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250", schedule));
+  if (interval < 0) fail(fmt::format("interval={} must be >= 1 (or 0 for the schedule's value)", interval));
+  if (mode != "reference" && mode != "clean") fail(fmt::format("mode='{}' is not one of reference, clean", mode));
+  if (!(staleness_weight >= 0)) fail(fmt::format("weight={} must be >= 0", staleness_weight));
+  if (!(spread_bonus >= 0)) fail(fmt::format("bonus={} must be >= 0", spread_bonus));
+  if (spread_grid < 1) fail(fmt::format("grid={} must be >= 1", spread_grid));
+  if (score != "attention" && score != "random") fail(fmt::format("score='{}' is not one of attention, random", score));
+}
+
+namespace toca {
+
+double force_interval(int step, int num_steps, int interval, double ratio) {
+  const double w = ratio == 0 ? 0.0 : 0.4;
+  // torch.tensor(python float) is float32; N / tensor and torch.round stay in float32.
+  const float factor = static_cast<float>(1 + w - 2 * w * step / num_steps);
+  const float quotient = static_cast<float>(interval) / factor;
+  double threshold = std::nearbyint(quotient);  // round half to even (default rounding mode)
+  const int lo = static_cast<int>(num_steps * 0.2), hi = static_cast<int>(num_steps * 0.4);
+  if (step >= lo && step < hi && ratio != 0) threshold = 2;
+  return threshold;
+}
+
+double fresh_ratio(const std::string& schedule, double r0, int step, int num_steps, int layer, int last_layer, SiteKind module) {
+  double step_weight = 0, layer_weight = 0;
+  if (schedule == "ddim50") {
+    step_weight = 2.0;
+    layer_weight = -0.2;
+  } else if (schedule == "ddpm250") {
+    step_weight = 0.4;
+    layer_weight = 0.8;
+  } else {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: unknown ratio schedule '{}'", schedule));
+  }
+  const double step_factor = 1 + step_weight - 2 * step_weight * step / num_steps;
+  const double layer_factor = 1 + layer_weight - 2 * layer_weight * (last_layer > 0 ? static_cast<double>(layer) / last_layer : 0.0);
+  // module weight 2.5, module time weight 0.6: attention 1 - 0.4 * 2.5 = 0 (never partial), MLP 2.5.
+  const double module_weight = 2.5, module_time_weight = 0.6;
+  const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
+                                                        : 1 - (1 - module_time_weight) * module_weight;
+  return r0 * layer_factor * step_factor * module_factor;
+}
+
+int64_t fresh_tokens(double ratio, int64_t num_tokens) {
+  float r = static_cast<float>(ratio);
+  r = std::min(std::max(r, 0.0f), 1.0f);
+  return static_cast<int64_t>(r * static_cast<float>(num_tokens));
+}
+
+at::Tensor spread_bonus(const at::Tensor& score, int64_t grid_h, int64_t grid_w, int g, double beta) {
+  if (grid_h % g || grid_w % g || score.size(1) != grid_h * grid_w) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: s4 grid {} does not divide the {}x{} token grid ({} tokens)",
+                                                         g, grid_h, grid_w, score.size(1)));
+  }
+  const int64_t B = score.size(0);
+  auto blocks = score.reshape({B, grid_h / g, g, grid_w / g, g}).permute({0, 1, 3, 2, 4}).reshape({B, -1, g * g});  // [B, blocks, g*g]
+  auto [best, where] = blocks.max(-1, true);                                                                     // [B, blocks, 1]
+  auto mask = at::zeros_like(blocks).scatter_(-1, where, 1.0);
+  auto boosted = blocks + mask * best * beta;
+  return boosted.reshape({B, grid_h / g, grid_w / g, g, g}).permute({0, 1, 3, 2, 4}).reshape({B, grid_h * grid_w});  // [B, N]
+}
+
+at::Tensor attention_score(const at::Tensor& column_sums) {
+  auto s = column_sums.to(at::kFloat);
+  return s / s.norm(2, {1}, true).clamp_min(1e-12);
+}
+
+at::Tensor select_top(const at::Tensor& score, int64_t k) {
+  return score.argsort(1, true).narrow(1, 0, k);  // [B, k]
+}
+
+}  // namespace toca
+
+namespace detail {
+
+namespace {
+
+class ToCaPolicy final : public CachePolicy {
+ public:
+  ToCaPolicy(std::string name, ToCaConfig config) : name_(std::move(name)), config_(std::move(config)) { config_.validate(); }
+
+  std::string name() const override { return name_; }
+  std::string to_string() const override {
+    std::string s = fmt::format("{}:ratio={},interval={},schedule={},mode={},weight={},bonus={},grid={}", name_, config_.ratio,
+                                config_.interval, config_.schedule, config_.mode, config_.staleness_weight,
+                                config_.spread_bonus, config_.spread_grid);
+    if (config_.score == "random") s += fmt::format(",seed={}", config_.seed);
+    return s;
+  }
+
+  void begin_run(const RunInfo& run) override {
+    if (run.model != "DiT") {
+      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported yet (DiT only)", name_, run.model));
+    }
+    run_ = run;
+    schedule_ = config_.schedule != "auto" ? config_.schedule : run.sampler == "ddim" ? "ddim50" : "ddpm250";
+    interval_ = config_.interval > 0 ? config_.interval : schedule_ == "ddim50" ? 3 : 4;
+    if (config_.spread_bonus > 0 && (run.grid_h % config_.spread_grid || run.grid_w % config_.spread_grid)) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: s4 grid {} does not divide the {}x{} token grid", name_,
+                                                           config_.spread_grid, run.grid_h, run.grid_w));
+    }
+    threshold_ = interval_;
+    scores_.assign(static_cast<size_t>(run.depth), at::Tensor());
+    generator_ = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
+  }
+
+  StepMode begin_step(const StepInfo& step) override {
+    step_ = step;
+    first_ = step.position == 0;
+    if (config_.mode == "clean") {  // one decision per step, taken as the reference takes it at layer 0
+      step_full_ = full_now();
+      if (step_full_) threshold_ = toca::force_interval(step.index, run_.num_steps, interval_, config_.ratio);
+    }
+    return StepMode::kPerSite;
+  }
+
+  SiteDecision decide(const SiteState& state, bool dry) override {
+    const Site& site = state.site;
+    SiteDecision d;
+    if (site.kind == SiteKind::kSelfAttention) {
+      if (config_.mode == "reference") {
+        // cal_type at every block; force_init at layer 0 of a full block updates the interval,
+        // so later blocks of the same step may disagree with layer 0 ("mixed step").
+        block_full_ = full_now();
+        if (block_full_ && site.layer == 0) threshold_ = toca::force_interval(step_.index, run_.num_steps, interval_, config_.ratio);
+      } else {
+        block_full_ = step_full_;
+      }
+      d.action = block_full_ ? Action::kCompute : Action::kReuse;  // attention is reused whole at partial steps
+      d.attention_stats = block_full_ && config_.score == "attention" && !dry;
+      return d;
+    }
+    if (block_full_) return d;  // compute
+    d.action = Action::kPartial;
+    const double r = toca::fresh_ratio(schedule_, config_.ratio, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
+    d.tokens = toca::fresh_tokens(r, run_.num_tokens);
+    if (dry || d.tokens == 0) return d;
+    d.indices = toca::select_top(score(state), d.tokens);
+    return d;
+  }
+
+  void observe_attention(const Site& site, const at::Tensor& column_sums) override {
+    scores_.at(static_cast<size_t>(site.layer)) = toca::attention_score(column_sums);
+  }
+
+ private:
+  bool full_now() const {
+    return first_ || std::fmod(static_cast<double>(step_.index), threshold_) == 0;
+  }
+
+  // s1 (or uniform noise) + λ3 · ages / N, then the s4 bonus. [B, N] float.
+  at::Tensor score(const SiteState& state) {
+    const auto& ages = state.ages;
+    const int64_t B = ages.size(0), N = ages.size(1);
+    at::Tensor s;
+    if (config_.score == "random") {
+      const int64_t rows = run_.cfg ? B / 2 : B;  // one draw shared by both CFG halves
+      s = at::rand({rows, N}, generator_, at::TensorOptions().dtype(at::kFloat)).to(ages.device());
+      if (run_.cfg) s = at::cat({s, s}, 0);
+    } else {
+      s = scores_.at(static_cast<size_t>(state.site.layer));
+      if (!s.defined()) {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for layer {} (no full step yet)", name_, state.site.layer));
+      }
+    }
+    s = s + config_.staleness_weight * ages.to(at::kFloat) / static_cast<double>(interval_);
+    if (config_.spread_bonus > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, config_.spread_grid, config_.spread_bonus);
+    return s;
+  }
+
+  std::string name_;
+  ToCaConfig config_;
+  RunInfo run_;
+  std::string schedule_;
+  int interval_ = 3;
+  double threshold_ = 3;
+  StepInfo step_;
+  bool first_ = true, step_full_ = true, block_full_ = true;
+  std::vector<at::Tensor> scores_;  // s1 per layer, [B, N], from the last full step
+  at::Generator generator_;
+};
+
+ToCaConfig read_toca(OptionReader& r, bool random) {
+  ToCaConfig c;
+  c.ratio = r.number("ratio", c.ratio, 0, 1);
+  c.interval = static_cast<int>(r.integer("interval", c.interval, 0, 1000));
+  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250"});
+  c.mode = r.choice("mode", c.mode, {"reference", "clean"});
+  c.staleness_weight = r.number("weight", c.staleness_weight, 0, 1e6);
+  c.spread_bonus = r.number("bonus", c.spread_bonus, 0, 1e6);
+  c.spread_grid = static_cast<int>(r.integer("grid", c.spread_grid, 1, 64));
+  if (random) {
+    c.score = "random";
+    c.seed = static_cast<uint64_t>(r.integer("seed", 0, 0, INT64_MAX));
+  }
+  r.finish();
+  return c;
+}
+
+}  // namespace
+
+std::unique_ptr<CachePolicy> make_toca(const PolicySpec& spec) {
+  OptionReader r(spec);
+  return std::make_unique<ToCaPolicy>("toca", read_toca(r, false));
+}
+
+std::unique_ptr<CachePolicy> make_random(const PolicySpec& spec) {
+  OptionReader r(spec);
+  return std::make_unique<ToCaPolicy>("random", read_toca(r, true));
+}
+
+}  // namespace detail
+}  // namespace ditcache
