@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Regenerates every committed test fixture under tests/fixtures/ from the reference Python
 implementations. CI never runs this; it needs python3 with torch, safetensors, diffusers and timm,
-and a checkout of facebookresearch/DiT for the original DiT numerics:
+a checkout of facebookresearch/DiT for the original DiT numerics, and one of Shenyi-Z/ToCa for the
+official ToCa runs:
 
     pip install torch safetensors diffusers timm
     git clone https://github.com/facebookresearch/DiT /tmp/DiT
-    python3 scripts/make_fixtures.py --dit-repo /tmp/DiT            # everything
+    git clone https://github.com/Shenyi-Z/ToCa /tmp/ToCa
+    python3 scripts/make_fixtures.py --dit-repo /tmp/DiT --toca-repo /tmp/ToCa   # everything
     python3 scripts/make_fixtures.py --only io,vae                    # a subset (dit needs --dit-repo)
 """
 import argparse
@@ -18,7 +20,8 @@ fixtures = os.path.join(here, "..", "tests", "fixtures")
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--dit-repo", help="checkout of facebookresearch/DiT (models.py, diffusion/)")
-ap.add_argument("--only", default="io,vae,dit", help="comma-separated subset of io, vae, dit")
+ap.add_argument("--toca-repo", help="checkout of Shenyi-Z/ToCa (DiT-ToCa/) for the ToCa parity runs")
+ap.add_argument("--only", default="io,vae,dit,toca", help="comma-separated subset of io, vae, dit, toca")
 args = ap.parse_args()
 
 for part in args.only.split(","):
@@ -34,6 +37,11 @@ for part in args.only.split(","):
         sys.path.insert(0, args.dit_repo)
         import dit_fixtures
         dit_fixtures.make(os.path.join(fixtures, "dit"), args.dit_repo)
+    elif part == "toca":
+        if not args.toca_repo:
+            sys.exit("make_fixtures: the toca fixtures need --toca-repo (a checkout of Shenyi-Z/ToCa)")
+        import toca_fixtures
+        toca_fixtures.make(os.path.join(fixtures, "toca"), args.toca_repo)
     else:
-        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae or dit")
+        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae, dit or toca")
     print(f"regenerated tests/fixtures/{part}")
