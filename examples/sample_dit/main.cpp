@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   double cfg_scale = 4.0, eta = 0.0;
   bool quiet = false, flops_only = false;
   std::string cache_spec = "none", trace_path;
-  app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt / -512x512.pt or diffusers safetensors")->required();
+  app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt / -512x512.pt or diffusers safetensors (not needed for --flops-only --config)");
   app.add_option("--config", config_arg, "preset name (e.g. DiT-XL/2-512) or JSON file; default: detected from the weights");
   app.add_option("--numerics", numerics, "original (facebookresearch/DiT) or diffusers (DiTPipeline)")->capture_default_str();
   app.add_option("--vae", vae_path, "SD VAE weights (diffusers safetensors/.bin or an LDM checkpoint); without it only latents are written");
@@ -141,6 +141,9 @@ int main(int argc, char** argv) {
     at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
     CacheContext cache(policy, !trace_path.empty());
+    if (weights.empty() && !(flops_only && !config_arg.empty())) {
+      throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --flops-only --config NAME)");
+    }
     if (flops_only) {
       // No weights needed: the architecture comes from --config (or the weights' shapes).
       DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*open_weights(weights))
