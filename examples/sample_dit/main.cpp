@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
   app.add_option("--respacing", respacing, "DiT respacing string, overrides --steps (e.g. 250, ddim50, 10,20)");
   app.add_option("--eta", eta, "DDIM eta")->capture_default_str();
   app.add_option("--cfg-scale", cfg_scale, "classifier-free guidance scale (<= 1 disables guidance)")->capture_default_str();
-  app.add_option("--image-size", image_size, "image size in pixels (must match the model: latent size x 8)");
+  app.add_option("--image-size", image_size, "image size in pixels: sets the latent size (image / 8) of a detected config, must match a given one");
   app.add_option("--device", device_arg, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", dtype_arg, "fp32 (cpu, cuda), fp16 or bf16 (cuda)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (default: all cores)");
@@ -176,6 +176,15 @@ int main(int argc, char** argv) {
                            ? DiTConfig::from_json_file(config_arg)
                            : DiTConfig::preset(config_arg);
     config.numerics = parse_dit_numerics(numerics);
+    if (config_arg.empty() && image_size != 0) {
+      // Detected configs: diffusers files do not record the latent size, so --image-size sets it
+      // (a stored pos_embed of another size is still caught by the strict load).
+      if (image_size % (8 * config.patch_size) != 0) {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("--image-size {} is not a multiple of {} (8 x patch size)",
+                                                             image_size, 8 * config.patch_size));
+      }
+      config.input_size = static_cast<int>(image_size / 8);
+    }
     if (image_size != 0 && image_size != config.input_size * 8) {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("--image-size {}: the model '{}' makes {} px images (latent {}x{})", image_size,

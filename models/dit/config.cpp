@@ -208,7 +208,13 @@ DiTConfig DiTConfig::from_weights(const WeightFile& file) {
     const int grid = static_cast<int>(std::lround(std::sqrt(static_cast<double>(tokens))));
     c.input_size = grid * c.patch_size;
   }
-  if (layout.diffusers) c.numerics = DiTNumerics::kDiffusers;
+  c.name = fmt::format("DiT(depth={}, hidden={}, patch={}, input={})", c.depth, c.hidden_size, c.patch_size, c.input_size);
+  for (const auto& name : preset_names()) {
+    const auto p = preset(name);
+    if (p.depth == c.depth && p.hidden_size == c.hidden_size && p.patch_size == c.patch_size && p.input_size == c.input_size) {
+      c.name = name;
+    }
+  }
   return c;
 }
 

@@ -130,10 +130,13 @@ at::Tensor CacheContext::run(const Site& site, const at::Tensor& x, const TokenM
   check_decision(site, d, entry, B, N);
   record(site, d, B);
   switch (d.action) {
-    case Action::kCompute:
-      entry.store = module(x);  // [B, N, C']
+    case Action::kCompute: {
+      auto out = module(x);  // [B, N, C']
+      if (!policy_->stores()) return out;
+      entry.store = out;
       entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
-      return entry.store;
+      return out;
+    }
     case Action::kReuse:
       age(entry, d);
       return entry.store;
@@ -158,10 +161,12 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
   switch (d.action) {
     case Action::kCompute: {
       at::Tensor column_sums;
-      entry.store = module(x, at::Tensor(), d.attention_stats ? &column_sums : nullptr);
-      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+      auto out = module(x, at::Tensor(), d.attention_stats ? &column_sums : nullptr);
       if (d.attention_stats) policy_->observe_attention(site, column_sums);
-      return entry.store;
+      if (!policy_->stores()) return out;
+      entry.store = out;
+      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+      return out;
     }
     case Action::kReuse:
       age(entry, d);
@@ -192,6 +197,7 @@ at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const 
     return x + entry.store;
   }
   auto out = block(x);
+  if (!policy_->stores()) return out;
   entry.store = out - x;  // [B, N, C] the block's residual update
   entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
   return out;

@@ -109,6 +109,7 @@ TEST_P(Conformance, RunsAreDeterministicAndStatsAddUp) {
     EXPECT_GT(s.cache_bytes, 0);
   } else {
     EXPECT_EQ(s.flops, s.full_flops);
+    EXPECT_EQ(s.cache_bytes, 0) << "an uncached run keeps nothing alive";
   }
 }
 

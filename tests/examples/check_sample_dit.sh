@@ -17,7 +17,7 @@ grep -q "2 images" "$work/out.txt" || fail "summary line missing: $(cat "$work/o
 
 # The diffusers-format file with DDIM runs too.
 "$bin" --weights "$fixtures/dit/dit_tiny_diffusers.safetensors" --numerics diffusers --sampler ddim --steps 5 \
-  --labels 2 --quiet --save-latents "$work/d.safetensors" >/dev/null 2>&1 || fail "diffusers ddim run"
+  --image-size 64 --labels 2 --quiet --save-latents "$work/d.safetensors" >/dev/null 2>&1 || fail "diffusers ddim run"
 
 # Caching: a ToCa run writes its trace and prints the cache summary.
 "$bin" --weights "$dit" --labels 1,7 --sampler ddim --steps 10 --quiet --cache toca:ratio=0.3,interval=3 \
@@ -33,6 +33,7 @@ PY
   --labels 0 --cfg-scale 1.5 >"$work/flops.txt" 2>&1 || { cat "$work/flops.txt"; fail "flops-only run"; }
 grep -q "10.232 TFLOPs of 23.735 uncached, FLOPs speedup 2.32x" "$work/flops.txt" || fail "flops-only: $(cat "$work/flops.txt")"
 
+printf '{"depth": 2, "hidden_size": 64, "num_heads": 4, "patch_size": 2, "input_size": 8, "num_classes": 10}' >"$work/tiny.json"
 expect_error() {  # expect_error "fragment" args...
   local fragment=$1; shift
   "$bin" "$@" >"$work/err.txt" 2>&1
@@ -45,7 +46,8 @@ expect_error "class label 12 is out of range" --weights "$dit" --labels 12 --sav
 expect_error "--dtype fp16 on the CPU" --weights "$dit" --dtype fp16 --save-latents "$work/x.st"
 expect_error "sampler 'euler' is not known" --weights "$dit" --sampler euler --save-latents "$work/x.st"
 expect_error "hidden_size: expected 1152, found 64" --weights "$dit" --config DiT-XL/2 --save-latents "$work/x.st"
-expect_error "--image-size 256" --weights "$dit" --image-size 256 --save-latents "$work/x.st"
+expect_error "pos_embed" --weights "$dit" --image-size 256 --save-latents "$work/x.st"
+expect_error "--image-size 256: the model" --weights "$dit" --config "$work/tiny.json" --image-size 256 --save-latents "$work/x.st"
 expect_error "nothing to write" --weights "$dit"
 expect_error "--weights is required" --save-latents "$work/x.st"
 expect_error "unknown cache policy 'magic'" --weights "$dit" --cache magic --save-latents "$work/x.st"

@@ -117,6 +117,11 @@ TEST(DiTConfig, DetectsArchitectureFromBothLayouts) {
     EXPECT_EQ(c.patch_size, 2) << file;
     EXPECT_EQ(c.num_classes, 10) << file;
     EXPECT_TRUE(c.learn_sigma) << file;
+    // The original file stores pos_embed (16 tokens: latent 8); a diffusers file has no trace of the
+    // latent size, so the 256 px default (latent 32) stands until the caller sets it.
+    const bool diffusers = std::string(file).find("diffusers") != std::string::npos;
+    EXPECT_EQ(c.name, diffusers ? "DiT(depth=2, hidden=64, patch=2, input=32)" : "DiT(depth=2, hidden=64, patch=2, input=8)") << file;
+    EXPECT_EQ(c.numerics, DiTNumerics::kOriginal) << file;  // the original numerics are the default
   }
 }
 

@@ -80,7 +80,9 @@ class CacheContext {
   void add_flops(double actual, double full);
   /// The model output of the last computed step (kReuseOutput returns it), and storing it.
   const at::Tensor& step_output() const { return step_output_; }
-  void set_step_output(const at::Tensor& out) { step_output_ = out; }
+  void set_step_output(const at::Tensor& out) {
+    if (policy_->stores()) step_output_ = out;
+  }
 
   const std::vector<StepRecord>& steps() const { return steps_; }
   RunSummary summary() const;

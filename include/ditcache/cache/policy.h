@@ -70,6 +70,8 @@ class CachePolicy {
   virtual SiteDecision decide(const SiteState& state, bool dry) = 0;
   /// Head-mean self-attention column sums [B, N] of a site computed with attention_stats.
   virtual void observe_attention(const Site& site, const at::Tensor& column_sums) { (void)site; (void)column_sums; }
+  /// Whether computed outputs must be kept for later reuse (false for `none`: nothing is stored).
+  virtual bool stores() const { return true; }
   /// Whether the policy decides kBlock sites (whole-block reuse) instead of module sites.
   virtual bool uses_block_sites() const { return false; }
   virtual void end_step() {}

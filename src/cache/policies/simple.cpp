@@ -16,6 +16,7 @@ class NonePolicy final : public CachePolicy {
   void begin_run(const RunInfo&) override {}
   StepMode begin_step(const StepInfo&) override { return StepMode::kPerSite; }
   SiteDecision decide(const SiteState&, bool) override { return {}; }
+  bool stores() const override { return false; }
 };
 
 /// granularity: module (attn/mlp outputs, the FORA paper), block (each block's residual update),
