@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   int64_t steps = 250, seed = 0, image_size = 0;
   int threads = 0, grid_rows = 0;
   double cfg_scale = 4.0, eta = 0.0;
-  bool quiet = false, flops_only = false;
+  bool quiet = false, flops_only = false, random_weights = false;
   std::string cache_spec = "none", trace_path;
   app.add_option("--weights", weights, "DiT checkpoint: DiT-XL-2-256x256.pt / -512x512.pt or diffusers safetensors (not needed for --flops-only --config)");
   app.add_option("--config", config_arg, "preset name (e.g. DiT-XL/2-512) or JSON file; default: detected from the weights");
@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
   app.add_option("--cache", cache_spec, "cache policy POLICY[:k=v,...]: none, fora, toca, random (docs/caching.md)")->capture_default_str();
   app.add_option("--trace", trace_path, "write a JSON trace: per step and layer each site's action and selected tokens");
   app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
+  app.add_flag("--random-weights", random_weights, "with --config: random weights (seeded by --seed), for speed-only runs");
   app.add_flag("--quiet", quiet, "no progress bar");
   CLI11_PARSE(app, argc, argv);
 
@@ -141,8 +142,11 @@ int main(int argc, char** argv) {
     at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
     CacheContext cache(policy, !trace_path.empty());
-    if (weights.empty() && !(flops_only && !config_arg.empty())) {
-      throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --flops-only --config NAME)");
+    if (random_weights && (config_arg.empty() || !weights.empty())) {
+      throw Error(ErrorCode::kInvalidArgument, "--random-weights needs --config and no --weights");
+    }
+    if (weights.empty() && !((flops_only || random_weights) && !config_arg.empty())) {
+      throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
     }
     if (flops_only) {
       // No weights needed: the architecture comes from --config (or the weights' shapes).
@@ -164,13 +168,13 @@ int main(int argc, char** argv) {
       if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
       return 0;
     }
-    require_file(weights, "--weights file");
+    if (!random_weights) require_file(weights, "--weights file");
     if (!vae_path.empty()) require_file(vae_path, "--vae file");
     if (vae_path.empty() && save_latents.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output PNG) or --save-latents");
     }
 
-    auto file = open_weights(weights);
+    std::unique_ptr<WeightFile> file = random_weights ? nullptr : open_weights(weights);
     DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*file)
                        : config_arg.size() > 5 && config_arg.substr(config_arg.size() - 5) == ".json"
                            ? DiTConfig::from_json_file(config_arg)
@@ -190,8 +194,9 @@ int main(int argc, char** argv) {
                   fmt::format("--image-size {}: the model '{}' makes {} px images (latent {}x{})", image_size,
                               config.name, config.input_size * 8, config.input_size, config.input_size));
     }
+    at::manual_seed(static_cast<uint64_t>(seed));
     DiT model(config);
-    model->load(*file);
+    if (file) model->load(*file);
     model->eval();
     model->to(device, dtype);
 
