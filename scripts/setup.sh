@@ -57,10 +57,19 @@ else
   log "DITCACHE_TORCH must be 'pip' or 'debian', got '$torch_kind'"; exit 2
 fi
 
-# 3. Configure (once) and build.
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${prefix_path:+-DCMAKE_PREFIX_PATH="$prefix_path"} \
+# 3. Configure (once per LibTorch choice) and build.
+torch_args=()
+if [ "$torch_kind" = debian ]; then
+  torch_args=(-DTorch_DIR=/usr/lib/x86_64-linux-gnu/cmake/Torch)  # never a pip torch from the environment
+else
+  torch_args=(-DCMAKE_PREFIX_PATH="$prefix_path")
+fi
+stamp="$build/.ditcache-torch"
+if [ ! -f "$build/CMakeCache.txt" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$torch_kind:$prefix_path" ]; then
+  rm -f "$build/CMakeCache.txt"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release "${torch_args[@]}" \
     -Wno-dev >"$root/.cmake-configure.log" 2>&1 || { cat "$root/.cmake-configure.log" >&2; exit 1; }
+  echo "$torch_kind:$prefix_path" >"$stamp"
 fi
 cmake --build "$build" -j"$jobs" -- --no-print-directory | grep -vE '^\[ *[0-9]+%\] (Building|Linking)' || true
 test "${PIPESTATUS[0]}" = 0
