@@ -2,6 +2,7 @@
 /// \file Umbrella header of ditcache: everything a C++ application needs.
 
 #include "ditcache/cache/context.h"
+#include "ditcache/cache/policies.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/cache/site.h"
 #include "ditcache/cache/toca.h"

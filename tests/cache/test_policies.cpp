@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ditcache/cache/context.h"
+#include "ditcache/cache/policies.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
@@ -329,6 +330,74 @@ TEST(ToCaPolicy, UnsupportedLayoutsAreErrors) {
   RunInfo pixart;
   pixart.model = "PixArt";
   EXPECT_THROW(make_policy("toca")->begin_run(pixart), Error);
+}
+
+// Forwards to a real policy and counts the attention statistics it asks for and receives.
+class CountingPolicy : public CachePolicy {
+ public:
+  explicit CountingPolicy(std::unique_ptr<CachePolicy> inner) : inner_(std::move(inner)) {}
+  int requested = 0, observed = 0, computed_attention = 0;
+  std::string name() const override { return inner_->name(); }
+  std::string to_string() const override { return inner_->to_string(); }
+  void begin_run(const RunInfo& run) override { inner_->begin_run(run); }
+  StepMode begin_step(const StepInfo& step) override { return inner_->begin_step(step); }
+  SiteDecision decide(const SiteState& state, bool dry) override {
+    auto d = inner_->decide(state, dry);
+    requested += d.attention_stats;
+    computed_attention += state.site.kind == SiteKind::kSelfAttention && d.action == Action::kCompute;
+    return d;
+  }
+  void observe_attention(const Site& site, const at::Tensor& sums) override {
+    ++observed;
+    EXPECT_EQ(sums.dim(), 2);
+    inner_->observe_attention(site, sums);
+  }
+  void end_step() override { inner_->end_step(); }
+
+ private:
+  std::unique_ptr<CachePolicy> inner_;
+};
+
+TEST(AttentionStatistics, ComputedOnlyWhereThePolicyAsks) {
+  auto model = tiny_model();
+  for (const std::string spec : {"toca:ratio=0.3,interval=3", "fora:interval=2", "random:ratio=0.3"}) {
+    auto counting = std::make_shared<CountingPolicy>(make_policy(spec));
+    CacheContext cache(counting);
+    auto o = options();
+    o.cache = &cache;
+    sample_dit(model, o);
+    const bool toca = spec.rfind("toca", 0) == 0;
+    // ToCa needs s1 at every computed self-attention site (its full blocks), nothing elsewhere.
+    EXPECT_EQ(counting->requested, toca ? counting->computed_attention : 0) << spec;
+    EXPECT_EQ(counting->observed, counting->requested) << spec;
+    EXPECT_GT(counting->computed_attention, 0) << spec;
+  }
+}
+
+TEST(TypedPolicyConfigs, BuildTheSamePoliciesAsOptionStrings) {
+  ForaConfig fora;
+  fora.interval = 4;
+  fora.granularity = "block";
+  EXPECT_EQ(make_fora_policy(fora)->to_string(), make_policy("fora:interval=4,granularity=block")->to_string());
+  EXPECT_TRUE(make_fora_policy(fora)->uses_block_sites());
+  ToCaConfig toca;
+  toca.ratio = 0.1;
+  toca.interval = 5;
+  EXPECT_EQ(make_toca_policy(toca)->to_string(), make_policy("toca:ratio=0.1,interval=5")->to_string());
+  toca.score = "random";
+  toca.seed = 3;
+  EXPECT_EQ(make_toca_policy(toca)->name(), "random");
+  EXPECT_EQ(make_none_policy()->to_string(), "none");
+  fora.interval = 0;
+  EXPECT_THROW(make_fora_policy(fora), Error);
+  fora.interval = 2;
+  fora.granularity = "layer";
+  EXPECT_THROW(fora.validate(), Error);
+  toca.ratio = 1.5;
+  EXPECT_THROW(make_toca_policy(toca), Error);
+  toca.ratio = 0.1;
+  toca.mode = "fast";
+  EXPECT_THROW(toca.validate(), Error);
 }
 
 }  // namespace

@@ -3,11 +3,10 @@
 #include <fmt/format.h>
 
 #include "cache/policies/builtin.h"
+#include "ditcache/cache/policies.h"
 #include "ditcache/error.h"
 
 namespace ditcache::detail {
-
-namespace {
 
 class NonePolicy final : public CachePolicy {
  public:
@@ -44,19 +43,43 @@ class ForaPolicy final : public CachePolicy {
   bool full_ = true;
 };
 
-}  // namespace
+
+}  // namespace ditcache::detail
+
+namespace ditcache {
+
+void ForaConfig::validate() const {
+  if (interval < 1 || interval > 1000) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("fora: interval={} is out of range; expected 1 <= interval <= 1000", interval));
+  }
+  if (granularity != "module" && granularity != "block" && granularity != "step") {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("fora: granularity='{}' is not one of module, block, step", granularity));
+  }
+}
+
+std::unique_ptr<CachePolicy> make_none_policy() { return std::make_unique<detail::NonePolicy>(); }
+
+std::unique_ptr<CachePolicy> make_fora_policy(const ForaConfig& config) {
+  config.validate();
+  return std::make_unique<detail::ForaPolicy>(config.interval, config.granularity);
+}
+
+}  // namespace ditcache
+
+namespace ditcache::detail {
 
 std::unique_ptr<CachePolicy> make_none(const PolicySpec& spec) {
   OptionReader(spec).finish();
-  return std::make_unique<NonePolicy>();
+  return make_none_policy();
 }
 
 std::unique_ptr<CachePolicy> make_fora(const PolicySpec& spec) {
   OptionReader r(spec);
-  const auto interval = r.integer("interval", 3, 1, 1000);
-  const auto granularity = r.choice("granularity", "module", {"module", "block", "step"});
+  ForaConfig config;
+  config.interval = static_cast<int>(r.integer("interval", config.interval, 1, 1000));
+  config.granularity = r.choice("granularity", config.granularity, {"module", "block", "step"});
   r.finish();
-  return std::make_unique<ForaPolicy>(interval, granularity);
+  return make_fora_policy(config);
 }
 
 }  // namespace ditcache::detail

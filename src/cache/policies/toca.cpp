@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "cache/policies/builtin.h"
+#include "ditcache/cache/policies.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/error.h"
 
@@ -217,14 +218,22 @@ ToCaConfig read_toca(OptionReader& r, bool random) {
 
 }  // namespace
 
+}  // namespace detail
+
+std::unique_ptr<CachePolicy> make_toca_policy(const ToCaConfig& config) {
+  return std::make_unique<detail::ToCaPolicy>(config.score == "random" ? "random" : "toca", config);
+}
+
+namespace detail {
+
 std::unique_ptr<CachePolicy> make_toca(const PolicySpec& spec) {
   OptionReader r(spec);
-  return std::make_unique<ToCaPolicy>("toca", read_toca(r, false));
+  return make_toca_policy(read_toca(r, false));
 }
 
 std::unique_ptr<CachePolicy> make_random(const PolicySpec& spec) {
   OptionReader r(spec);
-  return std::make_unique<ToCaPolicy>("random", read_toca(r, true));
+  return make_toca_policy(read_toca(r, true));
 }
 
 }  // namespace detail
