@@ -68,6 +68,13 @@ void require_file(const std::string& path, const char* what) {
   }
 }
 
+// --config: a preset name or a JSON file; without it, the architecture of the weights.
+DiTConfig resolve_config(const std::string& config_arg, const WeightFile* weights) {
+  if (config_arg.empty()) return DiTConfig::from_weights(*weights);
+  const bool json = config_arg.size() > 5 && config_arg.compare(config_arg.size() - 5, 5, ".json") == 0;
+  return json ? DiTConfig::from_json_file(config_arg) : DiTConfig::preset(config_arg);
+}
+
 // Writes text through a temporary file, so a failed write leaves nothing under `path`.
 void write_text_file(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
@@ -150,10 +157,8 @@ int main(int argc, char** argv) {
     }
     if (flops_only) {
       // No weights needed: the architecture comes from --config (or the weights' shapes).
-      DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*open_weights(weights))
-                         : config_arg.size() > 5 && config_arg.substr(config_arg.size() - 5) == ".json"
-                             ? DiTConfig::from_json_file(config_arg)
-                             : DiTConfig::preset(config_arg);
+      const auto probe = config_arg.empty() ? open_weights(weights) : nullptr;  // shapes only, no tensor read
+      DiTConfig config = resolve_config(config_arg, probe.get());
       DiTSampleOptions options;
       options.class_labels = parse_labels(labels_arg);
       options.sampler = parse_sampler(sampler);
@@ -175,10 +180,7 @@ int main(int argc, char** argv) {
     }
 
     std::unique_ptr<WeightFile> file = random_weights ? nullptr : open_weights(weights);
-    DiTConfig config = config_arg.empty() ? DiTConfig::from_weights(*file)
-                       : config_arg.size() > 5 && config_arg.substr(config_arg.size() - 5) == ".json"
-                           ? DiTConfig::from_json_file(config_arg)
-                           : DiTConfig::preset(config_arg);
+    DiTConfig config = resolve_config(config_arg, file.get());
     config.numerics = parse_dit_numerics(numerics);
     if (config_arg.empty() && image_size != 0) {
       // Detected configs: diffusers files do not record the latent size, so --image-size sets it

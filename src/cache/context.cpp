@@ -124,32 +124,11 @@ SiteDecision CacheContext::decide_dry(const Site& site) {
 }
 
 at::Tensor CacheContext::run(const Site& site, const at::Tensor& x, const TokenModule& module) {
-  auto& entry = entries_[key(site)];
-  auto d = decide(site, entry);
-  const int64_t B = x.size(0), N = x.size(1);
-  check_decision(site, d, entry, B, N);
-  record(site, d, B);
-  switch (d.action) {
-    case Action::kCompute: {
-      auto out = module(x);  // [B, N, C']
-      if (!policy_->stores()) return out;
-      entry.store = out;
-      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
-      return out;
-    }
-    case Action::kReuse:
-      age(entry, d);
-      return entry.store;
-    case Action::kPartial:
-      if (d.tokens > 0) {
-        auto rows = x.gather(1, d.indices.unsqueeze(-1).expand({B, d.tokens, x.size(2)}));  // [B, k, C]
-        auto fresh = module(rows);                                                        // [B, k, C']
-        entry.store.scatter_(1, d.indices.unsqueeze(-1).expand({B, d.tokens, fresh.size(2)}), fresh.to(entry.store.scalar_type()));
-      }
-      age(entry, d);
-      return entry.store;
-  }
-  return entry.store;
+  // A token-wise module is an attention module whose selected queries are simply its input rows.
+  return run_attention(site, x, [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor*) {
+    if (!queries.defined()) return module(all);
+    return module(all.gather(1, queries.unsqueeze(-1).expand({all.size(0), queries.size(1), all.size(2)})));  // [B, k, C]
+  });
 }
 
 at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, const AttentionModule& module) {
@@ -160,9 +139,10 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
   record(site, d, B);
   switch (d.action) {
     case Action::kCompute: {
+      const bool stats = d.attention_stats && site.kind == SiteKind::kSelfAttention;
       at::Tensor column_sums;
-      auto out = module(x, at::Tensor(), d.attention_stats ? &column_sums : nullptr);
-      if (d.attention_stats) policy_->observe_attention(site, column_sums);
+      auto out = module(x, at::Tensor(), stats ? &column_sums : nullptr);
+      if (stats) policy_->observe_attention(site, column_sums);
       if (!policy_->stores()) return out;
       entry.store = out;
       entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
@@ -173,7 +153,7 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
       return entry.store;
     case Action::kPartial:
       if (d.tokens > 0) {
-        auto fresh = module(x, d.indices, nullptr);  // [B, k, C]
+        auto fresh = module(x, d.indices, nullptr);  // [B, k, C']: the selected tokens only
         entry.store.scatter_(1, d.indices.unsqueeze(-1).expand({B, d.tokens, fresh.size(2)}), fresh.to(entry.store.scalar_type()));
       }
       age(entry, d);

@@ -49,7 +49,7 @@ struct SiteDecision {
   Action action = Action::kCompute;
   int64_t tokens = 0;        ///< kPartial: tokens recomputed per batch row (0 allowed: ages still advance)
   at::Tensor indices;        ///< kPartial: [B, tokens] int64 on the model's device; undefined in dry runs
-  bool attention_stats = false;  ///< kCompute of a self-attention site: report column sums via observe_attention
+  bool attention_stats = false;  ///< kCompute of a self-attention site: report column sums via observe_attention (ignored at other sites)
 };
 
 /// The policy interface. Calls come in this order: begin_run, then per step begin_step and the
