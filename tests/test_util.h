@@ -1,11 +1,19 @@
 #pragma once
 // Shared helpers of the test suite: fixture paths and tensor comparisons.
 
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
 #include <string>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include "ditcache/error.h"
 
 namespace ditcache::test {
 
@@ -25,6 +33,52 @@ inline std::string shared_fixture(const std::string& relative) {
     if (!std::filesystem::exists(path)) GTEST_SKIP() << "shared fixture not found: " << (path) \
                                                      << " (expected ../shared/fixtures beside the clone)"; \
   } while (0)
+
+/// A fresh temporary folder, removed with everything in it when the object goes.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("ditcache_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// Expects `f` to throw ditcache::Error with `code` and a message containing `fragment`.
+inline void expect_error(const std::function<void()>& f, ErrorCode code, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected ditcache::Error(" << to_string(code) << ") containing '" << fragment << "'";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(e.message().find(fragment), std::string::npos) << "message: " << e.what() << "\nexpected fragment: "
+                                                             << fragment;
+  }
+}
 
 /// Max |a - b| / max(|b|max, 1e-12): the error relative to the reference's output scale.
 inline double relative_max_error(const at::Tensor& a, const at::Tensor& b) {

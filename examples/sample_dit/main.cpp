@@ -155,16 +155,18 @@ int main(int argc, char** argv) {
     if (weights.empty() && !((flops_only || random_weights) && !config_arg.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
     }
+    DiTSampleOptions options;
+    options.class_labels = parse_labels(labels_arg);
+    options.sampler = parse_sampler(sampler);
+    options.steps = steps;
+    options.respacing = respacing;
+    options.guidance_scale = cfg_scale;
+    options.ddim_eta = eta;
+    options.seed = static_cast<uint64_t>(seed);
     if (flops_only) {
       // No weights needed: the architecture comes from --config (or the weights' shapes).
       const auto probe = config_arg.empty() ? open_weights(weights) : nullptr;  // shapes only, no tensor read
       DiTConfig config = resolve_config(config_arg, probe.get());
-      DiTSampleOptions options;
-      options.class_labels = parse_labels(labels_arg);
-      options.sampler = parse_sampler(sampler);
-      options.steps = steps;
-      options.respacing = respacing;
-      options.guidance_scale = cfg_scale;
       simulate_dit(config, options, cache);
       const auto s = cache.summary();
       std::cout << fmt::format("{} {} {} steps, batch {}: {:.3f} TFLOPs of {:.3f} uncached, FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
@@ -202,14 +204,6 @@ int main(int argc, char** argv) {
     model->eval();
     model->to(device, dtype);
 
-    DiTSampleOptions options;
-    options.class_labels = parse_labels(labels_arg);
-    options.sampler = parse_sampler(sampler);
-    options.steps = steps;
-    options.respacing = respacing;
-    options.guidance_scale = cfg_scale;
-    options.ddim_eta = eta;
-    options.seed = static_cast<uint64_t>(seed);
     if (!init_noise.empty()) {
       require_file(init_noise, "--init-noise file");
       auto noise_file = open_weights(init_noise);

@@ -93,7 +93,7 @@ SiteDecision CacheContext::decide(const Site& site, Entry& entry) {
   return policy_->decide(state, dry_);
 }
 
-void CacheContext::record(const Site& site, const SiteDecision& d, int64_t rows) {
+void CacheContext::record(const Site& site, const SiteDecision& d) {
   if (steps_.empty()) throw Error(ErrorCode::kInvalidArgument, "CacheContext: a site ran outside begin_step/end_step");
   SiteRecord r;
   r.site = site;
@@ -103,7 +103,6 @@ void CacheContext::record(const Site& site, const SiteDecision& d, int64_t rows)
     auto host = d.indices.to(at::kCPU, at::kLong).contiguous();  // [rows, k]; the one sync tracing costs
     r.indices.assign(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel());
   }
-  (void)rows;
   steps_.back().sites.push_back(std::move(r));
 }
 
@@ -119,7 +118,7 @@ SiteDecision CacheContext::decide_dry(const Site& site) {
   auto& entry = entries_[key(site)];
   auto d = decide(site, entry);
   check_decision(site, d, entry, run_.batch, run_.num_tokens);
-  record(site, d, run_.batch);
+  record(site, d);
   return d;
 }
 
@@ -136,7 +135,7 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
   auto d = decide(site, entry);
   const int64_t B = x.size(0), N = x.size(1);
   check_decision(site, d, entry, B, N);
-  record(site, d, B);
+  record(site, d);
   switch (d.action) {
     case Action::kCompute: {
       const bool stats = d.attention_stats && site.kind == SiteKind::kSelfAttention;
@@ -171,7 +170,7 @@ at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const 
     throw Error(ErrorCode::kUnsupported, fmt::format("policy '{}': whole-block site {} cannot be partial",
                                                      policy_->to_string(), to_string(site)));
   }
-  record(site, d, B);
+  record(site, d);
   if (d.action == Action::kReuse) {
     age(entry, d);
     return x + entry.store;

@@ -2,7 +2,6 @@
 // scripts/fixtures/dit_fixtures.py), configs, strict loading and the samplers.
 #include <cmath>
 #include <filesystem>
-#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -164,14 +163,11 @@ TEST(DiTParity, DiffusersCheckpointWithDiffusersNumerics) {
 class DiTLoadErrors : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("ditcache_dit_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
     auto file = open_weights(fixture("dit/dit_tiny_original.safetensors"));
     for (const auto& name : file->names()) tensors_.emplace_back(name, file->load(name));
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   std::string write(const std::string& name) {
-    auto path = (dir_ / name).string();
+    auto path = dir_.file(name);
     write_safetensors(path, tensors_);
     return path;
   }
@@ -184,7 +180,7 @@ class DiTLoadErrors : public ::testing::Test {
     }
     return "no error";
   }
-  std::filesystem::path dir_;
+  test::TempDir dir_;
   std::vector<std::pair<std::string, at::Tensor>> tensors_;
 };
 

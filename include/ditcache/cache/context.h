@@ -99,7 +99,7 @@ class CacheContext {
   static uint32_t key(const Site& site);
   SiteDecision decide(const Site& site, Entry& entry);
   void check_decision(const Site& site, const SiteDecision& d, const Entry& entry, int64_t rows, int64_t tokens) const;
-  void record(const Site& site, const SiteDecision& d, int64_t rows);
+  void record(const Site& site, const SiteDecision& d);
   void age(Entry& entry, const SiteDecision& d);
 
   std::shared_ptr<CachePolicy> policy_;
