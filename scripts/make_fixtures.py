@@ -36,7 +36,9 @@ for part in args.only.split(","):
             sys.exit("make_fixtures: the dit fixtures need --dit-repo (a checkout of facebookresearch/DiT)")
         sys.path.insert(0, args.dit_repo)
         import dit_fixtures
+        import training_fixtures
         dit_fixtures.make(os.path.join(fixtures, "dit"), args.dit_repo)
+        training_fixtures.make(os.path.join(fixtures, "dit"))
     elif part == "toca":
         if not args.toca_repo:
             sys.exit("make_fixtures: the toca fixtures need --toca-repo (a checkout of Shenyi-Z/ToCa)")

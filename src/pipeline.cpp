@@ -1,8 +1,11 @@
 #include "ditcache/pipeline.h"
 
+#include <chrono>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+#include <torch/cuda.h>
 
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
@@ -34,6 +37,12 @@ void check_labels(const DiTConfig& config, const DiTSampleOptions& options) {
                                                            label, config.name, config.num_classes - 1));
     }
   }
+}
+
+// The time now, after the device's queued work when `sync` (for forward timings on CUDA).
+std::chrono::steady_clock::time_point sync_now(const c10::Device& device, bool sync) {
+  if (sync && device.is_cuda()) torch::cuda::synchronize(device.index());
+  return std::chrono::steady_clock::now();
 }
 
 }  // namespace
@@ -86,6 +95,7 @@ at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
   auto y = at::tensor(labels, at::TensorOptions().dtype(at::kLong)).to(device);
 
   at::NoGradGuard no_grad;
+  if (options.forward_seconds) *options.forward_seconds = 0;
   const int64_t steps = diffusion.num_steps();
   CacheContext* cache = options.cache;
   if (cache) {
@@ -96,7 +106,11 @@ at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
     auto t = at::full({x.size(0)}, diffusion.model_timestep(k), at::TensorOptions().dtype(at::kLong).device(device));
     auto xin = x.to(model_dtype);
     if (cache) cache->begin_step({static_cast<int>(k), static_cast<int>(steps - 1 - k)});
+    const auto start = sync_now(device, options.forward_seconds != nullptr);
     auto out = (cfg ? model->forward_with_cfg(xin, t, y, options.guidance_scale, cache) : model->forward(xin, t, y, cache)).to(at::kFloat);
+    if (options.forward_seconds) {
+      *options.forward_seconds += std::chrono::duration<double>(sync_now(device, true) - start).count();
+    }
     if (cache) cache->end_step();
     // DiT draws one noise tensor of the batch's shape every step, DDIM included.
     auto noise = at::randn(x.sizes(), generator, at::TensorOptions().dtype(at::kFloat)).to(device);

@@ -18,87 +18,18 @@
 #include <fmt/format.h>
 
 #include "ditcache/ditcache.h"
+#include "common/cli_util.h"
 
 using namespace ditcache;
+using namespace ditcache::cli;
 
 namespace {
-
-std::vector<int64_t> parse_labels(const std::string& text) {
-  std::vector<int64_t> labels;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      labels.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("--labels: '{}' is not an integer class id", item));
-    }
-  }
-  return labels;
-}
-
-at::ScalarType parse_dtype(const std::string& text) {
-  if (text == "fp32") return at::kFloat;
-  if (text == "fp16") return at::kHalf;
-  if (text == "bf16") return at::kBFloat16;
-  throw Error(ErrorCode::kInvalidArgument, fmt::format("--dtype '{}': expected fp32, fp16 or bf16", text));
-}
-
-c10::Device parse_device(const std::string& text) {
-  std::optional<c10::Device> device;
-  try {
-    device = c10::Device(text);
-  } catch (const std::exception&) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("--device '{}': expected cpu, cuda or cuda:N", text));
-  }
-  if (device->is_cuda() && !at::hasCUDA()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("--device {}: no CUDA device is available to this build", text));
-  }
-  if (!device->is_cpu() && !device->is_cuda()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("--device '{}': only cpu and cuda are supported", text));
-  }
-  return *device;
-}
-
-void require_file(const std::string& path, const char* what) {
-  if (!std::filesystem::exists(path)) {
-    throw Error(ErrorCode::kNotFound, fmt::format("{} '{}' does not exist", what, path));
-  }
-}
 
 // --config: a preset name or a JSON file; without it, the architecture of the weights.
 DiTConfig resolve_config(const std::string& config_arg, const WeightFile* weights) {
   if (config_arg.empty()) return DiTConfig::from_weights(*weights);
   const bool json = config_arg.size() > 5 && config_arg.compare(config_arg.size() - 5, 5, ".json") == 0;
   return json ? DiTConfig::from_json_file(config_arg) : DiTConfig::preset(config_arg);
-}
-
-// Writes text through a temporary file, so a failed write leaves nothing under `path`.
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    if (!out) {
-      std::filesystem::remove(tmp);
-      throw Error(ErrorCode::kIo, fmt::format("cannot write '{}'", path));
-    }
-  }
-  std::filesystem::rename(tmp, path);
-}
-
-// A one-line progress bar on stderr.
-void progress_bar(int64_t done, int64_t total, std::chrono::steady_clock::time_point start) {
-  const int width = 30;
-  const int filled = static_cast<int>(width * done / total);
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "\r[%s%s] %lld/%lld steps %.1fs", std::string(filled, '#').c_str(),
-               std::string(width - filled, '.').c_str(), static_cast<long long>(done), static_cast<long long>(total),
-               elapsed);
-  if (done == total) std::fprintf(stderr, "\n");
-  std::fflush(stderr);
 }
 
 }  // namespace
@@ -156,7 +87,7 @@ int main(int argc, char** argv) {
       throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
     }
     DiTSampleOptions options;
-    options.class_labels = parse_labels(labels_arg);
+    options.class_labels = parse_int_list(labels_arg);
     options.sampler = parse_sampler(sampler);
     options.steps = steps;
     options.respacing = respacing;
@@ -177,14 +108,21 @@ int main(int argc, char** argv) {
     }
     if (!random_weights) require_file(weights, "--weights file");
     if (!vae_path.empty()) require_file(vae_path, "--vae file");
-    if (vae_path.empty() && save_latents.empty()) {
-      throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output PNG) or --save-latents");
-    }
 
     std::unique_ptr<WeightFile> file = random_weights ? nullptr : open_weights(weights);
     DiTConfig config = resolve_config(config_arg, file.get());
     config.numerics = parse_dit_numerics(numerics);
-    if (config_arg.empty() && image_size != 0) {
+    // Pixel-space models (3 input channels, e.g. the embedded shapes10 DiT) sample images directly.
+    const bool pixel = config.in_channels == 3;
+    if (pixel && !vae_path.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--vae: '{}' is a pixel-space model (3 input channels); it "
+                                                           "needs no VAE", config.name));
+    }
+    if (!pixel && vae_path.empty() && save_latents.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output PNG) or --save-latents");
+    }
+    const int64_t px = pixel ? 1 : 8;  // image pixels per latent pixel
+    if (config_arg.empty() && image_size != 0 && !pixel) {
       // Detected configs: diffusers files do not record the latent size, so --image-size sets it
       // (a stored pos_embed of another size is still caught by the strict load).
       if (image_size % (8 * config.patch_size) != 0) {
@@ -193,10 +131,10 @@ int main(int argc, char** argv) {
       }
       config.input_size = static_cast<int>(image_size / 8);
     }
-    if (image_size != 0 && image_size != config.input_size * 8) {
+    if (image_size != 0 && image_size != config.input_size * px) {
       throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("--image-size {}: the model '{}' makes {} px images (latent {}x{})", image_size,
-                              config.name, config.input_size * 8, config.input_size, config.input_size));
+                  fmt::format("--image-size {}: the model '{}' makes {} px images ({} {}x{})", image_size, config.name,
+                              config.input_size * px, pixel ? "pixel space" : "latent", config.input_size, config.input_size));
     }
     at::manual_seed(static_cast<uint64_t>(seed));
     DiT model(config);
@@ -218,6 +156,12 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     if (!save_latents.empty()) write_safetensors(save_latents, {{"latents", latents.cpu()}}, {{"weights", weights}});
+    auto write_grid = [&](const at::Tensor& images) {
+      const int64_t n = images.size(0);
+      const int64_t nrow = grid_rows > 0 ? grid_rows : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
+      write_png(output, make_grid(images, nrow));
+    };
+    if (pixel) write_grid(to_uint8_images(latents));
     if (!vae_path.empty()) {
       auto vae_file = open_weights(vae_path);
       VAEConfig vc = vae_config.empty() ? VAEConfig::from_weights(*vae_file) : VAEConfig::from_json_file(vae_config);
@@ -226,16 +170,13 @@ int main(int argc, char** argv) {
       vae->eval();
       vae->to(device, dtype);
       at::NoGradGuard no_grad;
-      auto images = to_uint8_images(decode_latents(vae, latents));
-      const int64_t n = images.size(0);
-      const int64_t nrow = grid_rows > 0 ? grid_rows : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n))));
-      write_png(output, make_grid(images, nrow));
+      write_grid(to_uint8_images(decode_latents(vae, latents)));
     }
     if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
     const auto s = cache.summary();
     std::cout << fmt::format("{} images of {} with {} ({} steps, cfg {}) in {:.2f} s{}{}\n", options.class_labels.size(),
                              config.name, sampler, respacing.empty() ? std::to_string(steps) : respacing, cfg_scale, seconds,
-                             vae_path.empty() ? "" : " -> " + output, save_latents.empty() ? "" : ", latents -> " + save_latents);
+                             vae_path.empty() && !pixel ? "" : " -> " + output, save_latents.empty() ? "" : ", latents -> " + save_latents);
     std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
                              "cache memory {:.1f} MiB, wall {:.2f} s\n",
                              policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),

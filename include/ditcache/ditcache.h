@@ -1,18 +1,23 @@
 #pragma once
 /// \file Umbrella header of ditcache: everything a C++ application needs.
 
+#include "ditcache/bench.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policies.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/cache/site.h"
 #include "ditcache/cache/toca.h"
+#include "ditcache/data/shapes.h"
 #include "ditcache/error.h"
 #include "ditcache/flops.h"
 #include "ditcache/image.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/log.h"
+#include "ditcache/metrics/classifier.h"
+#include "ditcache/metrics/quality.h"
 #include "ditcache/models/dit.h"
 #include "ditcache/models/vae.h"
 #include "ditcache/pipeline.h"
+#include "ditcache/plot.h"
 #include "ditcache/sampling/gaussian_diffusion.h"

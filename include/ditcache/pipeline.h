@@ -38,6 +38,9 @@ struct DiTSampleOptions {
   /// The cache context every forward runs through (its policy decides what is reused); none:
   /// uncached, no FLOPs or telemetry.
   CacheContext* cache = nullptr;
+  /// When set, receives the seconds spent inside the model's forward passes (on CUDA the device
+  /// is synchronised around each forward, which serialises a little of the loop).
+  double* forward_seconds = nullptr;
 };
 
 /// Runs the whole sampling loop and returns the latents [n, C, H, W] in float32 on the model's

@@ -1,5 +1,8 @@
 #include "ditcache/cache/context.h"
 
+#include <algorithm>
+#include <tuple>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -114,8 +117,36 @@ void CacheContext::age(Entry& entry, const SiteDecision& d) {
   if (d.action == Action::kPartial && d.tokens > 0) entry.ages.scatter_(1, d.indices, 0);
 }
 
+CacheContext::Entry& CacheContext::entry(const Site& site) {
+  auto& e = entries_[key(site)];
+  e.site = site;
+  return e;
+}
+
+void CacheContext::count(Entry& entry, const SiteDecision& d, const at::Tensor& x) {
+  if (!count_tokens_ || d.action == Action::kReuse) return;
+  const int64_t B = x.size(0), N = x.size(1);
+  if (!entry.counts.defined()) entry.counts = at::zeros({N}, x.options().dtype(at::kFloat));
+  if (d.action == Action::kCompute) {
+    entry.counts.add_(static_cast<double>(B));
+  } else if (d.tokens > 0) {
+    entry.counts.index_add_(0, d.indices.flatten(), at::ones({d.indices.numel()}, entry.counts.options()));
+  }
+}
+
+std::vector<std::pair<Site, at::Tensor>> CacheContext::token_counts() const {
+  std::vector<std::pair<Site, at::Tensor>> out;
+  for (const auto& [k, e] : entries_) {
+    if (e.counts.defined()) out.emplace_back(e.site, e.counts.to(at::kCPU, at::kDouble));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::make_tuple(a.first.layer, a.first.block, a.first.kind) < std::make_tuple(b.first.layer, b.first.block, b.first.kind);
+  });
+  return out;
+}
+
 SiteDecision CacheContext::decide_dry(const Site& site) {
-  auto& entry = entries_[key(site)];
+  auto& entry = this->entry(site);
   auto d = decide(site, entry);
   check_decision(site, d, entry, run_.batch, run_.num_tokens);
   record(site, d);
@@ -131,11 +162,12 @@ at::Tensor CacheContext::run(const Site& site, const at::Tensor& x, const TokenM
 }
 
 at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, const AttentionModule& module) {
-  auto& entry = entries_[key(site)];
+  auto& entry = this->entry(site);
   auto d = decide(site, entry);
   const int64_t B = x.size(0), N = x.size(1);
   check_decision(site, d, entry, B, N);
   record(site, d);
+  count(entry, d, x);
   switch (d.action) {
     case Action::kCompute: {
       const bool stats = d.attention_stats && site.kind == SiteKind::kSelfAttention;
@@ -162,7 +194,7 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
 }
 
 at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& block) {
-  auto& entry = entries_[key(site)];
+  auto& entry = this->entry(site);
   auto d = decide(site, entry);
   const int64_t B = x.size(0), N = x.size(1);
   check_decision(site, d, entry, B, N);
@@ -171,6 +203,7 @@ at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const 
                                                      policy_->to_string(), to_string(site)));
   }
   record(site, d);
+  count(entry, d, x);
   if (d.action == Action::kReuse) {
     age(entry, d);
     return x + entry.store;

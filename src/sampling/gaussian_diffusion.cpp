@@ -192,4 +192,80 @@ at::Tensor GaussianDiffusion::ddim_step(const at::Tensor& x, const at::Tensor& m
   return out;
 }
 
+namespace {
+
+// A per-sample coefficient [B, 1, 1, 1] gathered from a schedule table at steps k [B].
+at::Tensor gather_coef(const std::vector<double>& table, const at::Tensor& k, const at::Tensor& like) {
+  auto values = at::tensor(table, at::TensorOptions().dtype(at::kDouble)).to(at::kFloat).to(like.device());
+  auto out = values.index_select(0, k.to(like.device()));
+  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
+  shape[0] = like.size(0);
+  return out.view(shape).to(like.scalar_type());
+}
+
+// log N(x; mean, exp(log_scale)^2) integrated over x's 8-bit bin in [-1, 1] (DiT's
+// discretized_gaussian_log_likelihood with the tanh approximation of the normal CDF).
+at::Tensor discretized_gaussian_log_likelihood(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& log_scale) {
+  auto cdf = [](const at::Tensor& v) {
+    return 0.5 * (1.0 + at::tanh(std::sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * at::pow(v, 3))));
+  };
+  auto centered = x - mean;
+  auto inv_std = at::exp(-log_scale);
+  auto cdf_plus = cdf(inv_std * (centered + 1.0 / 255.0));
+  auto cdf_min = cdf(inv_std * (centered - 1.0 / 255.0));
+  auto log_cdf_plus = at::log(cdf_plus.clamp_min(1e-12));
+  auto log_one_minus_cdf_min = at::log((1.0 - cdf_min).clamp_min(1e-12));
+  auto log_delta = at::log((cdf_plus - cdf_min).clamp_min(1e-12));
+  return at::where(x < -0.999, log_cdf_plus, at::where(x > 0.999, log_one_minus_cdf_min, log_delta));
+}
+
+}  // namespace
+
+at::Tensor GaussianDiffusion::q_sample(const at::Tensor& x0, const at::Tensor& k, const at::Tensor& noise) const {
+  std::vector<double> sqrt_acp, sqrt_one_minus;
+  for (double a : alphas_cumprod_) {
+    sqrt_acp.push_back(std::sqrt(a));
+    sqrt_one_minus.push_back(std::sqrt(1.0 - a));
+  }
+  return gather_coef(sqrt_acp, k, x0) * x0 + gather_coef(sqrt_one_minus, k, x0) * noise;
+}
+
+GaussianDiffusion::Loss GaussianDiffusion::training_loss(const at::Tensor& model_output, const at::Tensor& x0,
+                                                         const at::Tensor& x_t, const at::Tensor& k,
+                                                         const at::Tensor& noise) const {
+  at::Tensor var_values;
+  auto eps = split_eps(x_t, model_output, &var_values);
+  Loss loss;
+  loss.mse = (noise - eps).pow(2).flatten(1).mean(1);
+  if (!var_values.defined()) {
+    loss.vb = at::zeros_like(loss.mse);
+    loss.loss = loss.mse;
+    return loss;
+  }
+  std::vector<double> sqrt_recip, sqrt_recipm1, log_betas;
+  for (size_t i = 0; i < alphas_cumprod_.size(); ++i) {
+    sqrt_recip.push_back(std::sqrt(1.0 / alphas_cumprod_[i]));
+    sqrt_recipm1.push_back(std::sqrt(1.0 / alphas_cumprod_[i] - 1.0));
+    log_betas.push_back(std::log(betas_[i]));
+  }
+  // The bound trains only the variance: the mean comes from the detached eps.
+  auto frozen_eps = eps.detach();
+  auto pred_x0 = gather_coef(sqrt_recip, k, x_t) * x_t - gather_coef(sqrt_recipm1, k, x_t) * frozen_eps;
+  auto c1 = gather_coef(posterior_mean_coef1_, k, x_t), c2 = gather_coef(posterior_mean_coef2_, k, x_t);
+  auto model_mean = c1 * pred_x0 + c2 * x_t;
+  auto min_log = gather_coef(posterior_log_variance_clipped_, k, x_t), max_log = gather_coef(log_betas, k, x_t);
+  auto frac = (var_values + 1) / 2;
+  auto model_log_var = frac * max_log + (1 - frac) * min_log;
+  auto true_mean = c1 * x0 + c2 * x_t;
+  auto true_log_var = min_log;
+  auto kl = 0.5 * (-1.0 + model_log_var - true_log_var + at::exp(true_log_var - model_log_var) +
+                   (true_mean - model_mean).pow(2) * at::exp(-model_log_var));
+  const double ln2 = std::log(2.0);
+  auto kl_bits = kl.flatten(1).mean(1) / ln2;
+  auto nll_bits = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var).flatten(1).mean(1) / ln2;
+  loss.vb = at::where(k.to(kl_bits.device()) == 0, nll_bits, kl_bits) * (static_cast<double>(num_steps()) / 1000.0);
+  loss.loss = loss.mse + loss.vb;
+  return loss;
+}
+
 }  // namespace ditcache

@@ -61,6 +61,14 @@ class CacheContext {
   StepMode begin_step(const StepInfo& step);
   void end_step();
 
+  /// Token counting: per site, how often each token is recomputed (for heat maps; one small
+  /// device-side add per site, no sync). Off by default; set before begin_run.
+  void set_count_tokens(bool on) { count_tokens_ = on; }
+  /// With counting on: every site of the run in layer order and its counts [N] (float64, CPU),
+  /// summed over batch rows and steps (a token computed in every step of every row counts
+  /// steps x rows).
+  std::vector<std::pair<Site, at::Tensor>> token_counts() const;
+
   /// FLOPs-only mode: sites are decided and counted, no tensor is computed.
   void set_dry(bool dry) { dry_ = dry; }
   bool dry() const { return dry_; }
@@ -95,16 +103,21 @@ class CacheContext {
   struct Entry {
     at::Tensor store;  ///< [B, N, C] pre-gate outputs
     at::Tensor ages;   ///< [B, N] int32
+    at::Tensor counts; ///< [N] float32 recomputations per token (token counting only)
+    Site site;
   };
   static uint32_t key(const Site& site);
   SiteDecision decide(const Site& site, Entry& entry);
   void check_decision(const Site& site, const SiteDecision& d, const Entry& entry, int64_t rows, int64_t tokens) const;
   void record(const Site& site, const SiteDecision& d);
   void age(Entry& entry, const SiteDecision& d);
+  Entry& entry(const Site& site);
+  void count(Entry& entry, const SiteDecision& d, const at::Tensor& x);
 
   std::shared_ptr<CachePolicy> policy_;
   bool trace_ = false;
   bool dry_ = false;
+  bool count_tokens_ = false;
   RunInfo run_;
   std::unordered_map<uint32_t, Entry> entries_;
   at::Tensor step_output_;

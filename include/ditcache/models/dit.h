@@ -65,7 +65,8 @@ struct DiTConfig {
   static DiTConfig from_json_file(const std::string& path);
   /// The config as the JSON from_json() reads.
   std::string to_json() const;
-  /// Infers the architecture from a checkpoint's tensor shapes (original or diffusers layout).
+  /// Infers the architecture from a checkpoint's tensor shapes (original or diffusers layout), or
+  /// reads it from the metadata "ditcache.config" of files ditcache wrote (train_shapes).
   static DiTConfig from_weights(const WeightFile& file);
 };
 
@@ -172,6 +173,12 @@ class DiTImpl : public torch::nn::Module {
   DiTConfig config_;
 };
 TORCH_MODULE(DiT);
+
+/// DiT's training initialisation (models.py initialize_weights), drawn from torch's global
+/// generator: Xavier-uniform linears with zero biases, the patch projection Xavier-uniform as a
+/// linear, label embeddings and timestep MLP N(0, 0.02), and every adaLN modulation and the final
+/// linear zero (adaLN-Zero: each block starts as the identity).
+void init_dit_weights(DiTImpl& model);
 
 /// What a cache policy is told about a DiT run: `rows` model rows (CFG halves included).
 RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler);

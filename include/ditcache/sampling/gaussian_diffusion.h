@@ -45,6 +45,21 @@ class GaussianDiffusion {
   at::Tensor ddim_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise,
                        double eta = 0.0) const;
 
+  /// Training: x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) noise for per-sample steps `k` [B] (int64,
+  /// respaced indices; for the unrespaced 1000-step schedule they are the training timesteps).
+  at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& k, const at::Tensor& noise) const;
+
+  /// DiT's training objective (gaussian_diffusion.py training_losses, loss type MSE), per sample:
+  /// `mse` of the predicted eps against `noise`; with learned sigma (model_output has 2C
+  /// channels) also `vb`, the variational bound term in bits per dimension with the predicted
+  /// mean frozen (gradients reach only the variance values; the decoder NLL at k = 0, the KL to
+  /// the posterior elsewhere), scaled by num_steps / 1000. loss = mse + vb. All [B].
+  struct Loss {
+    at::Tensor loss, mse, vb;
+  };
+  Loss training_loss(const at::Tensor& model_output, const at::Tensor& x0, const at::Tensor& x_t, const at::Tensor& k,
+                     const at::Tensor& noise) const;
+
  private:
   at::Tensor split_eps(const at::Tensor& x, const at::Tensor& model_output, at::Tensor* var_values) const;
   std::string respacing_;
