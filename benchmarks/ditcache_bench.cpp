@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   app.add_option("-b,--batch", batches, "comma list of images per run")->capture_default_str();
   app.add_option("-d,--devices", devices, "comma list: cpu, cuda, cuda:N")->capture_default_str();
   app.add_option("-r,--reps", o.repetitions, "timed repetitions per row")->capture_default_str();
-  app.add_option("--warmup", o.warmup, "untimed runs first (the first records outputs and token counts)")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed runs first (0: none; the first run, timed or not, records outputs and token counts)")->capture_default_str();
   app.add_option("--sampler", o.sampler, "ddim or ddpm")->capture_default_str();
   app.add_option("--cfg-scale", o.guidance_scale, "classifier-free guidance (<= 1: off)")->capture_default_str();
   app.add_option("--dtype", o.dtype, "fp32, fp16 or bf16")->capture_default_str();

@@ -5,13 +5,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <ATen/Context.h>
-#include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include "ditcache/error.h"
@@ -47,29 +44,6 @@ inline std::vector<std::string> split(const std::string& text, char separator, c
   }
   if (items.empty()) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: empty list", option));
   return items;
-}
-
-inline at::ScalarType parse_dtype(const std::string& text) {
-  if (text == "fp32") return at::kFloat;
-  if (text == "fp16") return at::kHalf;
-  if (text == "bf16") return at::kBFloat16;
-  throw Error(ErrorCode::kInvalidArgument, fmt::format("--dtype '{}': expected fp32, fp16 or bf16", text));
-}
-
-inline c10::Device parse_device(const std::string& text) {
-  std::optional<c10::Device> device;
-  try {
-    device = c10::Device(text);
-  } catch (const std::exception&) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("--device '{}': expected cpu, cuda or cuda:N", text));
-  }
-  if (device->is_cuda() && !at::hasCUDA()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("--device {}: no CUDA device is available to this build", text));
-  }
-  if (!device->is_cpu() && !device->is_cuda()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("--device '{}': only cpu and cuda are supported", text));
-  }
-  return *device;
 }
 
 inline void require_file(const std::string& path, const char* what) {

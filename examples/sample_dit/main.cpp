@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    const auto device = parse_device(device_arg);
-    const auto dtype = parse_dtype(dtype_arg);
+    const auto device = parse_device(device_arg, "--device");
+    const auto dtype = parse_dtype(dtype_arg, "--dtype");
     if (device.is_cpu() && dtype != at::kFloat) {
       throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
     }

@@ -216,18 +216,13 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("--output", loss_png, "PNG to write")->required();
   plot_cmd->add_option("--title", loss_title, "chart title")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  if (plot_cmd->parsed()) {
-    try {
+  try {
+    if (plot_cmd->parsed()) {
       write_png(loss_png, plot_loss(loss_log, loss_title));
       std::fprintf(stderr, "wrote %s\n", loss_png.c_str());
       return 0;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "train_shapes: error: %s\n", e.what());
-      return 1;
     }
-  }
-  if (export_cmd->parsed()) {
-    try {
+    if (export_cmd->parsed()) {
       const DiTConfig config = DiTConfig::from_json_file(config_path);
       DiT ema(config);
       torch::serialize::InputArchive archive, e;
@@ -239,25 +234,16 @@ int main(int argc, char** argv) {
       write_safetensors(export_out, named_tensors(*ema, at::kHalf),
                         {{"ditcache.model", "dit"}, {"ditcache.config", config.to_json()}, {"ditcache.dataset", "shapes10"},
                          {"ditcache.training_step", std::to_string(step.item<int64_t>())}});
-      std::fprintf(stderr, "wrote %s (%s at step %lld)\n", export_out.c_str(), export_which.c_str(), static_cast<long long>(step.item<int64_t>()));
+      std::fprintf(stderr, "wrote %s (%s at step %lld)\n", export_out.c_str(), export_which.c_str(),
+                   static_cast<long long>(step.item<int64_t>()));
       return 0;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "train_shapes: error: %s\n", e.what());
-      return 1;
     }
-  }
-  if (data_cmd->parsed()) {
-    try {
+    if (data_cmd->parsed()) {
       write_png(data_grid, make_grid(to_uint8_images(shapes_batch(grid_seed, 0, 100).images), kShapesClasses, 2, 255));
       std::fprintf(stderr, "wrote %s\n", data_grid.c_str());
       return 0;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "train_shapes: error: %s\n", e.what());
-      return 1;
     }
-  }
 
-  try {
     const bool is_dit = dit_cmd->parsed();
     TrainOptions& o = is_dit ? dit_opts : cls_opts;
     if (o.steps < 1 || o.batch < 1 || o.lr <= 0 || o.ema < 0 || o.ema >= 1 || o.warmup < 1) {

@@ -30,7 +30,7 @@ struct BenchOptions {
   std::string dtype = "fp32";              ///< fp32, fp16 or bf16
   uint64_t seed = 0;
   int repetitions = 3;                     ///< timed runs per row (median and spread)
-  int warmup = 1;                          ///< untimed runs first (>= 1: the first records outputs and token counts)
+  int warmup = 1;                          ///< untimed runs first; the first run (warm-up or timed) records outputs and token counts
   bool random_weights = false;             ///< preset models get seeded random weights
   std::string vae;                         ///< latent models: SD VAE weights, so image PSNR/SSIM can be measured
   int64_t quality_samples = 0;             ///< shapes10: images per row for accuracy / FD / IS (0: off)

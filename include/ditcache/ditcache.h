@@ -8,6 +8,7 @@
 #include "ditcache/cache/site.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/data/shapes.h"
+#include "ditcache/device.h"
 #include "ditcache/error.h"
 #include "ditcache/flops.h"
 #include "ditcache/image.h"

@@ -20,6 +20,7 @@
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/data/shapes.h"
+#include "ditcache/device.h"
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/metrics/classifier.h"
@@ -151,34 +152,11 @@ void validate(const BenchOptions& o) {
   for (auto s : o.steps) if (s < 1) bad(fmt::format("step count {} is not positive", s));
   for (auto b : o.batches) if (b < 1) bad(fmt::format("batch size {} is not positive", b));
   if (o.repetitions < 1) bad(fmt::format("repetitions must be >= 1, got {}", o.repetitions));
-  if (o.warmup < 1) bad(fmt::format("warm-up runs must be >= 1 (the first records outputs), got {}", o.warmup));
+  if (o.warmup < 0) bad(fmt::format("warm-up runs must be >= 0, got {}", o.warmup));
   if (o.quality_samples < 0 || o.quality_samples == 1) bad(fmt::format("quality samples must be 0 or >= 2, got {}", o.quality_samples));
   if (o.quality_samples > 0 && o.reference_samples < 2) bad(fmt::format("reference samples must be >= 2, got {}", o.reference_samples));
   parse_sampler(o.sampler);
   for (const auto& p : o.policies) make_policy(p);  // unknown policies and options fail before any timing
-}
-
-at::ScalarType parse_dtype(const std::string& text) {
-  if (text == "fp32") return at::kFloat;
-  if (text == "fp16") return at::kHalf;
-  if (text == "bf16") return at::kBFloat16;
-  throw Error(ErrorCode::kInvalidArgument, fmt::format("ditcache-bench: dtype '{}': expected fp32, fp16 or bf16", text));
-}
-
-c10::Device parse_device(const std::string& text) {
-  std::optional<c10::Device> device;
-  try {
-    device = c10::Device(text);
-  } catch (const std::exception&) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("ditcache-bench: device '{}': expected cpu or cuda[:N]", text));
-  }
-  if (device->is_cuda() && !at::hasCUDA()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("ditcache-bench: device {}: no CUDA device is available", text));
-  }
-  if (!device->is_cpu() && !device->is_cuda()) {
-    throw Error(ErrorCode::kUnsupported, fmt::format("ditcache-bench: device '{}': only cpu and cuda", text));
-  }
-  return *device;
 }
 
 }  // namespace
@@ -231,12 +209,12 @@ std::vector<std::string> expand_policy_sweep(const std::string& spec) {
 
 std::vector<BenchRow> run_bench(const BenchOptions& o) {
   validate(o);
-  const auto dtype = parse_dtype(o.dtype);
+  const auto dtype = parse_dtype(o.dtype, "ditcache-bench: dtype");
   std::vector<std::string> policies = o.policies;
   if (std::find(policies.begin(), policies.end(), "none") == policies.end()) policies.insert(policies.begin(), "none");
   std::stable_partition(policies.begin(), policies.end(), [](const std::string& p) { return p == "none"; });
   std::vector<c10::Device> devices;
-  for (const auto& d : o.devices) devices.push_back(parse_device(d));
+  for (const auto& d : o.devices) devices.push_back(parse_device(d, "ditcache-bench: device"));
 
   const int64_t total = static_cast<int64_t>(o.models.size() * devices.size() * o.steps.size() * o.batches.size() * policies.size());
   int64_t cell = 0;
@@ -284,9 +262,11 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
             std::vector<double> walls, forwards;
             for (int rep = 0; rep < o.repetitions; ++rep) {
               status(fmt::format("run {}/{}", rep + 1, o.repetitions));
-              auto r = run_once(m, o, policy, steps, batch, o.seed, 0, false, device);
+              const bool record = !recorded;  // no warm-up: the first timed run records (token counting is a few adds)
+              auto r = run_once(m, o, policy, steps, batch, o.seed, 0, record, device);
               walls.push_back(r.wall_ms);
               forwards.push_back(r.forward_ms);
+              if (record) recorded = std::move(r);
             }
             row.wall_ms = median(walls);
             row.wall_min_ms = *std::min_element(walls.begin(), walls.end());
@@ -391,10 +371,10 @@ std::string bench_markdown(const std::vector<BenchRow>& rows) {
     out += fmt::format(" {} |", c->header);
     rule += "---:|";
   }
-  out += "\n" + rule + "\n";
+  out += fmt::format("\n{}\n", rule);
   for (const auto& r : rows) {
     out += fmt::format("| {} | {} | {} | {} | {} |", r.model, r.device, r.spec, r.steps, r.batch);
-    for (const auto* c : shown) out += " " + cell_text(c->value(r), c->format) + " |";
+    for (const auto* c : shown) out += fmt::format(" {} |", cell_text(c->value(r), c->format));
     out += "\n";
   }
   return out;
