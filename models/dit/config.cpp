@@ -178,6 +178,11 @@ const std::vector<int64_t>& shape_of(const WeightFile& file, const std::string& 
 }  // namespace
 
 DiTConfig DiTConfig::from_weights(const WeightFile& file) {
+  // Files written by ditcache (train_shapes) carry their whole config, heads and size included.
+  const auto& meta = file.metadata();
+  if (const auto it = meta.find("ditcache.config"); it != meta.end()) {
+    return from_json(it->second, file.path() + " metadata 'ditcache.config'");
+  }
   const auto layout = detect_layout(file);
   const auto& P = layout.prefix;
   const std::string block = layout.diffusers ? "transformer_blocks." : "blocks.";

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <torch/nn/init.h>
 #include <torch/version.h>
 
 #include "ditcache/cache/context.h"
@@ -259,6 +260,33 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
   auto out = unpatchify(final_layer(h, c));
   if (cache) cache->set_step_output(out);
   return out;
+}
+
+void init_dit_weights(DiTImpl& model) {
+  at::NoGradGuard no_grad;
+  namespace init = torch::nn::init;
+  for (auto& module : model.modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<torch::nn::LinearImpl>()) {
+      init::xavier_uniform_(linear->weight);
+      init::zeros_(linear->bias);
+    }
+  }
+  // The patch projection as a linear over its flattened [C, in * p * p] weight.
+  auto w = model.x_embedder_proj->weight;
+  w.copy_(init::xavier_uniform_(at::empty({w.size(0), w[0].numel()}, w.options())).view_as(w));
+  init::zeros_(model.x_embedder_proj->bias);
+  init::normal_(model.y_table->weight, 0.0, 0.02);
+  init::normal_(model.t_mlp0->weight, 0.0, 0.02);
+  init::normal_(model.t_mlp2->weight, 0.0, 0.02);
+  for (size_t i = 0; i < model.blocks->size(); ++i) {
+    auto* block = model.blocks[i]->as<DiTBlockImpl>();
+    init::zeros_(block->ada_linear->weight);
+    init::zeros_(block->ada_linear->bias);
+  }
+  for (auto* linear : {model.final_adaLN.get(), model.final_linear.get()}) {
+    init::zeros_(linear->weight);
+    init::zeros_(linear->bias);
+  }
 }
 
 RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler) {
