@@ -5,6 +5,7 @@
 //   ditcache-bench                                   # the embedded shapes10 model, none/fora/toca/random
 //   ditcache-bench -p "none;toca:ratio=0.1|0.3|0.5" --quality 500 -o out/bench
 //   ditcache-bench -m DiT-XL/2 --random-weights -s 50 -b 1 -r 1 -p "none;fora;toca"
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -28,6 +29,11 @@ std::string slug(const std::string& text) {
   std::string out;
   for (char c : text) out += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ? c : '-';
   return out;
+}
+
+// Whether a model has rows besides the uncached reference (what the speedup plot draws).
+bool has_cached_rows(const std::vector<BenchRow>& rows, const std::string& model) {
+  return std::any_of(rows.begin(), rows.end(), [&](const BenchRow& r) { return r.model == model && r.spec != "none"; });
 }
 
 }  // namespace
@@ -64,7 +70,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (threads > 0) at::set_num_threads(threads);
+    cli::set_threads(threads);
+    cli::require_writable_dir(out_dir, "--output-dir");
     o.models = cli::split(models, ',', "--models");
     o.steps = cli::parse_int_list(steps, "--steps");
     o.batches = cli::parse_int_list(batches, "--batch");
@@ -87,7 +94,6 @@ int main(int argc, char** argv) {
     auto rows = run_bench(o);
     if (!quiet) std::fprintf(stderr, "\r\033[K");
 
-    std::filesystem::create_directories(out_dir);
     const auto table = bench_markdown(rows);
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -97,7 +103,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> written = {"bench.md", "bench.csv", "bench.json"};
     std::vector<std::string> seen;
     for (const auto& row : rows) {
-      if (std::find(seen.begin(), seen.end(), row.model) == seen.end() && rows.size() > 1) {
+      if (std::find(seen.begin(), seen.end(), row.model) == seen.end() && has_cached_rows(rows, row.model)) {
         seen.push_back(row.model);
         const auto name = fmt::format("speedup_fidelity_{}.png", slug(row.model));
         write_png(out_dir + "/" + name, plot_speedup_fidelity(rows, row.model));

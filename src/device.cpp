@@ -4,6 +4,7 @@
 
 #include <ATen/Context.h>
 #include <fmt/format.h>
+#include <torch/cuda.h>
 
 #include "ditcache/error.h"
 
@@ -18,6 +19,10 @@ c10::Device parse_device(const std::string& text, const std::string& option) {
   }
   if (device->is_cuda() && !at::hasCUDA()) {
     throw Error(ErrorCode::kUnsupported, fmt::format("{} {}: no CUDA device is available to this build", option, text));
+  }
+  if (device->is_cuda() && device->has_index() && device->index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{} {}: this machine has {} CUDA device(s)", option, text,
+                                                         torch::cuda::device_count()));
   }
   if (!device->is_cpu() && !device->is_cuda()) {
     throw Error(ErrorCode::kUnsupported, fmt::format("{} '{}': only cpu and cuda are supported", option, text));

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -59,10 +60,16 @@ int main(int argc, char** argv) {
     if (per_class < 1 || per_class > 100) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--per-class {} is out of range [1, 100]", per_class));
     }
-    at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    cli::set_threads(threads, /*all_cores=*/true);
+    const auto policy = make_policy(cache_spec)->to_string();  // a bad spec fails before any sampling
     const bool embedded = weights.empty();
     if (embedded) weights = embedded_model_dir() + "/dit.safetensors";
     cli::require_file(weights, "--weights file");
+    std::optional<ShapesClassifier> classifier;
+    if (embedded || !classifier_path.empty()) {
+      classifier = load_shapes_classifier(classifier_path.empty() ? embedded_model_dir() + "/classifier.safetensors" : classifier_path);
+    }
+    cli::require_writable_dir(out_dir, "--output-dir");
     auto file = open_weights(weights);
     DiT model(DiTConfig::from_weights(*file));
     model->load(*file);
@@ -85,7 +92,6 @@ int main(int argc, char** argv) {
     options.steps = steps;
     options.guidance_scale = cfg_scale;
     options.seed = seed;
-    std::filesystem::create_directories(out_dir);
 
     auto run = [&](const std::string& spec) {
       CacheContext cache(make_policy(spec));
@@ -108,7 +114,6 @@ int main(int argc, char** argv) {
     write_png(out_dir + "/uncached.png", grid(base.images));
     write_png(out_dir + "/cached.png", grid(cached.images));
     const int scale = base.images.size(-1) <= 64 ? 3 : 1;
-    const auto policy = make_policy(cache_spec)->to_string();
     write_png(out_dir + "/side_by_side.png",
               side_by_side({grid(base.images), grid(cached.images)},
                            {fmt::format("uncached {:.1f} s", base.seconds),
@@ -124,12 +129,11 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("wall speedup {:.2f}x, FLOPs speedup {:.2f}x, PSNR {:.2f} dB, SSIM {:.4f} vs uncached\n",
                              base.seconds / cached.seconds, base.summary.full_flops / cached.summary.flops,
                              psnr(cached.images, base.images), ssim(cached.images, base.images));
-    if (embedded || !classifier_path.empty()) {
-      auto classifier = load_shapes_classifier(classifier_path.empty() ? embedded_model_dir() + "/classifier.safetensors" : classifier_path);
+    if (classifier) {
       at::NoGradGuard no_grad;
       auto labels = at::tensor(options.class_labels, at::TensorOptions().dtype(at::kLong));
       auto accuracy = [&](const at::Tensor& images) {
-        return 100.0 * (classifier->forward(images).argmax(1) == labels).to(at::kFloat).mean().item<double>();
+        return 100.0 * ((*classifier)->forward(images).argmax(1) == labels).to(at::kFloat).mean().item<double>();
       };
       std::cout << fmt::format("class accuracy (shapes10 classifier): uncached {:.0f}%, {} {:.0f}%\n", accuracy(base.images),
                                cache_spec, accuracy(cached.images));

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     if (device.is_cpu() && dtype != at::kFloat) {
       throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
     }
-    at::set_num_threads(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    set_threads(threads, /*all_cores=*/true);
     auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
     CacheContext cache(policy, !trace_path.empty());
     if (random_weights && (config_arg.empty() || !weights.empty())) {

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
@@ -38,6 +39,13 @@ struct TrainOptions {
   std::string output, log_path, samples_path, checkpoint;
   bool resume = false;
 };
+
+// What a checkpoint must agree on to be resumed: batch, seed, data seed, peak learning rate.
+at::Tensor run_identity(const TrainOptions& o) {
+  return at::tensor(std::vector<double>{static_cast<double>(o.batch), static_cast<double>(o.seed),
+                                        static_cast<double>(o.data_seed), o.lr},
+                    at::TensorOptions().dtype(at::kDouble));
+}
 
 // Linear warm-up, then cosine decay to min_lr_ratio * lr.
 double learning_rate(const TrainOptions& o, int64_t step) {
@@ -73,9 +81,18 @@ void train(torch::nn::Module& model, const TrainOptions& o,
     model.load(m);
     ema_model.load(e);
     optimizer.load(opt);
-    at::Tensor step;
+    at::Tensor step, identity;
     archive.read("step", step);
+    archive.read("run", identity);
     start_step = step.item<int64_t>();
+    // The step count may grow (a continued run); what defines the data and noise streams may not.
+    const auto expected = run_identity(o);
+    if (!at::equal(identity, expected)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--resume: {} was written with batch, seed, data seed, lr = {}; this run has {}", o.checkpoint,
+                              fmt::join(std::vector<double>(identity.data_ptr<double>(), identity.data_ptr<double>() + 4), ", "),
+                              fmt::join(std::vector<double>(expected.data_ptr<double>(), expected.data_ptr<double>() + 4), ", ")));
+    }
     std::fprintf(stderr, "resumed %s from %s at step %lld\n", what.c_str(), o.checkpoint.c_str(), static_cast<long long>(start_step));
   } else {
     at::NoGradGuard no_grad;
@@ -121,6 +138,7 @@ void train(torch::nn::Module& model, const TrainOptions& o,
       archive.write("ema", e);
       archive.write("optimizer", opt);
       archive.write("step", at::tensor(step + 1));
+      archive.write("run", run_identity(o));
       archive.save_to(o.checkpoint + ".tmp");
       std::filesystem::rename(o.checkpoint + ".tmp", o.checkpoint);
     }
@@ -146,8 +164,12 @@ at::Tensor plot_loss(const std::string& csv_path, const std::string& title) {
     if (!std::getline(fields, step, ',') || !std::getline(fields, loss, ',')) {
       throw Error(ErrorCode::kFormat, fmt::format("{}: bad line '{}'", csv_path, line));
     }
-    series.x.push_back(std::stod(step));
-    series.y.push_back(std::stod(loss));
+    try {
+      series.x.push_back(std::stod(step));
+      series.y.push_back(std::stod(loss));
+    } catch (const std::exception&) {
+      throw Error(ErrorCode::kFormat, fmt::format("{}: line '{}' has no numeric step and loss", csv_path, line));
+    }
   }
   if (series.x.size() < 3) throw Error(ErrorCode::kFormat, fmt::format("{}: fewer than 3 logged points", csv_path));
   series.x.erase(series.x.begin());
@@ -155,7 +177,7 @@ at::Tensor plot_loss(const std::string& csv_path, const std::string& title) {
   ChartOptions chart;
   chart.title = title;
   chart.x_label = "optimizer step";
-  chart.y_label = "loss (eps MSE + VLB)";
+  chart.y_label = "training loss";
   chart.y_min = 0.0;
   return render_chart({series}, chart);
 }
@@ -246,14 +268,22 @@ int main(int argc, char** argv) {
 
     const bool is_dit = dit_cmd->parsed();
     TrainOptions& o = is_dit ? dit_opts : cls_opts;
-    if (o.steps < 1 || o.batch < 1 || o.lr <= 0 || o.ema < 0 || o.ema >= 1 || o.warmup < 1) {
+    if (o.steps < 1 || o.batch < 1 || o.lr <= 0 || o.ema < 0 || o.ema >= 1 || o.warmup < 1 || o.grad_clip < 0) {
       throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("bad training options: steps {} batch {} lr {} ema {} warmup {} (need steps, batch, warmup "
-                              ">= 1, lr > 0, 0 <= ema < 1)", o.steps, o.batch, o.lr, o.ema, o.warmup));
+                  fmt::format("bad training options: steps {} batch {} lr {} ema {} warmup {} grad-clip {} (need steps, "
+                              "batch, warmup >= 1, lr > 0, 0 <= ema < 1, grad-clip >= 0)", o.steps, o.batch, o.lr, o.ema,
+                              o.warmup, o.grad_clip));
+    }
+    if (is_dit && !(class_dropout >= 0 && class_dropout < 1)) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--class-dropout {}: expected [0, 1)", class_dropout));
+    }
+    if (o.data_seed == kShapesReferenceSeed) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--data-seed {}: that is the held-out reference stream the "
+                                                           "metrics compare against; train on another", o.data_seed));
     }
     if (o.log_path.empty()) o.log_path = o.output + ".loss.csv";
     if (o.checkpoint.empty()) o.checkpoint = o.output + ".ckpt";
-    if (o.threads > 0) at::set_num_threads(o.threads);
+    cli::set_threads(o.threads);
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     at::manual_seed(o.seed);

@@ -29,12 +29,14 @@
 #include "ditcache/models/vae.h"
 #include "ditcache/pipeline.h"
 #include "ditcache/plot.h"
+#include "ditcache/sampling/gaussian_diffusion.h"
 
 namespace ditcache {
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kLosslessDb = 100.0;  // where the speedup plot draws outputs identical to uncached
 
 // A model of the grid, loaded on one device.
 struct Model {
@@ -144,6 +146,16 @@ at::Tensor quality_images(Model& m, const BenchOptions& o, const std::string& po
   return at::cat(images);
 }
 
+ShapesClassifier load_classifier(const BenchOptions& o) {
+  const auto path = o.classifier.empty() ? embedded_model_dir() + "/classifier.safetensors" : o.classifier;
+  auto classifier = load_shapes_classifier(path);
+  if (classifier->num_classes() != kShapesClasses) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("classifier '{}' has {} classes; shapes10 has {}", path,
+                                                         classifier->num_classes(), kShapesClasses));
+  }
+  return classifier;
+}
+
 void validate(const BenchOptions& o) {
   auto bad = [](const std::string& what) { throw Error(ErrorCode::kInvalidArgument, "ditcache-bench: " + what); };
   if (o.models.empty() || o.policies.empty() || o.steps.empty() || o.batches.empty() || o.devices.empty()) {
@@ -155,8 +167,35 @@ void validate(const BenchOptions& o) {
   if (o.warmup < 0) bad(fmt::format("warm-up runs must be >= 0, got {}", o.warmup));
   if (o.quality_samples < 0 || o.quality_samples == 1) bad(fmt::format("quality samples must be 0 or >= 2, got {}", o.quality_samples));
   if (o.quality_samples > 0 && o.reference_samples < 2) bad(fmt::format("reference samples must be >= 2, got {}", o.reference_samples));
-  parse_sampler(o.sampler);
+  const auto sampler = parse_sampler(o.sampler);
   for (const auto& p : o.policies) make_policy(p);  // unknown policies and options fail before any timing
+  for (auto steps : o.steps) {  // the sampler's own step-count rules
+    if (sampler == SamplerKind::kDDIM) GaussianDiffusion::ddim(steps);
+    else GaussianDiffusion(std::to_string(steps));
+  }
+  bool any_shapes10 = false, any_latent = false;
+  for (const auto& spec : o.models) {
+    if (spec == "shapes10") {
+      embedded_model_dir();
+      any_shapes10 = true;
+    } else if (is_file(spec)) {
+      any_latent |= DiTConfig::from_weights(*open_weights(spec)).in_channels != 3;
+    } else {
+      DiTConfig::preset(spec);  // names the unknown model and lists the presets
+      if (!o.random_weights) {
+        bad(fmt::format("model '{}' is a preset without weights: add --random-weights for speed-only rows, or give a "
+                        "weight file", spec));
+      }
+      any_latent = true;
+    }
+  }
+  if (o.quality_samples > 0 && !any_shapes10) bad("quality samples need the embedded shapes10 model in --models");
+  if (!o.classifier.empty() && !(o.quality_samples > 0)) bad("--classifier is only used with --quality N");
+  if (!o.vae.empty()) {
+    if (!any_latent) bad(fmt::format("--vae '{}': no latent-space model in the grid needs a VAE", o.vae));
+    VAEConfig::from_weights(*open_weights(o.vae));
+  }
+  if (o.quality_samples > 0) load_classifier(o);
 }
 
 }  // namespace
@@ -226,7 +265,7 @@ std::vector<BenchRow> run_bench(const BenchOptions& o) {
       Model m = load_model(model_spec, o, device, dtype);
       const bool quality = m.shapes10 && o.quality_samples > 0;
       if (quality && !classifier) {
-        classifier = load_shapes_classifier(o.classifier.empty() ? embedded_model_dir() + "/classifier.safetensors" : o.classifier);
+        classifier = load_classifier(o);
         reference = shapes_reference_stats(**classifier, o.reference_samples);
       }
       for (int64_t steps : o.steps) {
@@ -441,12 +480,14 @@ at::Tensor plot_speedup_fidelity(const std::vector<BenchRow>& rows, const std::s
     PlotSeries s;
     s.label = name;
     for (const auto* r : members) {
+      // Identical to the uncached output (infinite PSNR / SNR): drawn at the cap, labelled.
+      const double y = images ? r->psnr : -20.0 * std::log10(r->latent_rel_l2);
       s.x.push_back(r->wall_speedup);
-      s.y.push_back(images ? r->psnr : -20.0 * std::log10(r->latent_rel_l2));
-      if (members.size() > 1) {
-        const auto colon = r->spec.find(':');
-        s.point_labels.push_back(colon == std::string::npos ? "" : r->spec.substr(colon + 1));
-      }
+      s.y.push_back(std::min(y, kLosslessDb));
+      const auto colon = r->spec.find(':');
+      std::string label = members.size() > 1 && colon != std::string::npos ? r->spec.substr(colon + 1) : "";
+      if (y >= kLosslessDb) label += label.empty() ? "lossless" : " (lossless)";
+      s.point_labels.push_back(label);
     }
     series.push_back(std::move(s));
   }

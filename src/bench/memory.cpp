@@ -12,12 +12,19 @@
 
 namespace ditcache::bench {
 
+namespace {
+bool host_peak_valid = true;  // false once a reset was refused: the peak would be the process's
+}  // namespace
+
 void reset_host_peak() {
   std::ofstream clear("/proc/self/clear_refs");
-  if (clear) clear << "5";
+  clear << "5";
+  clear.close();
+  host_peak_valid = static_cast<bool>(clear);
 }
 
 double host_peak_mb() {
+  if (!host_peak_valid) return std::numeric_limits<double>::quiet_NaN();
   std::ifstream status("/proc/self/status");
   std::string key;
   while (status >> key) {

@@ -7,7 +7,8 @@ namespace ditcache::bench {
 
 /// Resets the peak resident set size to the current one (Linux >= 4.0; a no-op elsewhere).
 void reset_host_peak();
-/// Peak resident set size in MiB since the last reset (NaN where /proc is unavailable).
+/// Peak resident set size in MiB since the last reset (NaN where /proc is unavailable or the
+/// reset was refused).
 double host_peak_mb();
 /// Resets / reads the peak bytes allocated on a CUDA device, in MiB; NaN for the CPU or a build
 /// without CUDA.

@@ -58,8 +58,8 @@ ShapesClassifier load_shapes_classifier(const std::string& path) {
     }
   }
   const auto head = file->info("head.weight").shape;
-  if (head.size() != 2 || head[1] % 4 != 0) {
-    throw Error(ErrorCode::kFormat, fmt::format("{}: head.weight has shape {}, expected [classes, 4 * width]", path,
+  if (head.size() != 2 || head[0] < 2 || head[1] < 4 || head[1] % 4 != 0) {
+    throw Error(ErrorCode::kFormat, fmt::format("{}: head.weight has shape {}, expected [classes >= 2, 4 * width >= 4]", path,
                                                 shape_string(head)));
   }
   ShapesClassifier model(static_cast<int>(head[0]), static_cast<int>(head[1] / 4));

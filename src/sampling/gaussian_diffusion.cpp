@@ -221,7 +221,26 @@ at::Tensor discretized_gaussian_log_likelihood(const at::Tensor& x, const at::Te
 
 }  // namespace
 
+void GaussianDiffusion::check_training_inputs(const at::Tensor& x0, const at::Tensor& k, const at::Tensor& noise) const {
+  if (!x0.defined() || x0.dim() < 2 || !noise.defined() || noise.sizes() != x0.sizes()) {
+    throw Error(ErrorCode::kShapeMismatch, fmt::format("diffusion training: x0 {} and noise {} must have one shape [B, ...]",
+                                                       x0.defined() ? shape_string(x0.sizes()) : "undefined",
+                                                       noise.defined() ? shape_string(noise.sizes()) : "undefined"));
+  }
+  if (!k.defined() || k.dim() != 1 || k.size(0) != x0.size(0) || at::isFloatingType(k.scalar_type())) {
+    throw Error(ErrorCode::kShapeMismatch, fmt::format("diffusion training: steps k must be integers [{}], got {} {}",
+                                                       x0.size(0), k.defined() ? shape_string(k.sizes()) : "undefined",
+                                                       k.defined() ? c10::toString(k.scalar_type()) : ""));
+  }
+  const int64_t lo = k.min().item<int64_t>(), hi = k.max().item<int64_t>();
+  if (lo < 0 || hi >= num_steps()) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("diffusion training: steps k in [{}, {}], expected [0, {})", lo,
+                                                         hi, num_steps()));
+  }
+}
+
 at::Tensor GaussianDiffusion::q_sample(const at::Tensor& x0, const at::Tensor& k, const at::Tensor& noise) const {
+  check_training_inputs(x0, k, noise);
   std::vector<double> sqrt_acp, sqrt_one_minus;
   for (double a : alphas_cumprod_) {
     sqrt_acp.push_back(std::sqrt(a));
@@ -233,6 +252,13 @@ at::Tensor GaussianDiffusion::q_sample(const at::Tensor& x0, const at::Tensor& k
 GaussianDiffusion::Loss GaussianDiffusion::training_loss(const at::Tensor& model_output, const at::Tensor& x0,
                                                          const at::Tensor& x_t, const at::Tensor& k,
                                                          const at::Tensor& noise) const {
+  check_training_inputs(x0, k, noise);
+  if (x_t.sizes() != x0.sizes() || model_output.dim() != x0.dim() || model_output.size(0) != x0.size(0) ||
+      model_output.sizes().slice(2) != x0.sizes().slice(2)) {
+    throw Error(ErrorCode::kShapeMismatch, fmt::format("diffusion training: x_t {} and model output {} do not fit x0 {}",
+                                                       shape_string(x_t.sizes()), shape_string(model_output.sizes()),
+                                                       shape_string(x0.sizes())));
+  }
   at::Tensor var_values;
   auto eps = split_eps(x_t, model_output, &var_values);
   Loss loss;
@@ -263,7 +289,7 @@ GaussianDiffusion::Loss GaussianDiffusion::training_loss(const at::Tensor& model
   const double ln2 = std::log(2.0);
   auto kl_bits = kl.flatten(1).mean(1) / ln2;
   auto nll_bits = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var).flatten(1).mean(1) / ln2;
-  loss.vb = at::where(k.to(kl_bits.device()) == 0, nll_bits, kl_bits) * (static_cast<double>(num_steps()) / 1000.0);
+  loss.vb = at::where(k.to(kl_bits.device()) == 0, nll_bits, kl_bits);
   loss.loss = loss.mse + loss.vb;
   return loss;
 }

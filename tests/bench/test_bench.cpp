@@ -66,8 +66,18 @@ TEST(BenchGrid, RejectsBadGridsBeforeTiming) {
   o.policies = {"none", "tocca"};
   expect_error([&] { run_bench(o); }, ErrorCode::kInvalidArgument, "tocca");
   o.policies = {"none"};
-  o.models = {"DiT-XL/2"};
+  o.models = {"shapes10", "DiT-XL/2"};  // the second model's problem is found before the first is timed
   expect_error([&] { run_bench(o); }, ErrorCode::kInvalidArgument, "--random-weights");
+  o.models = {"shapes10"};
+  o.steps = {50, 2000};
+  expect_error([&] { run_bench(o); }, ErrorCode::kInvalidArgument, "2000");
+  o.steps = {50};
+  o.models = {"DiT-XL/2"};
+  o.random_weights = true;
+  o.quality_samples = 10;
+  expect_error([&] { run_bench(o); }, ErrorCode::kInvalidArgument, "shapes10");
+  o.random_weights = false;
+  o.quality_samples = 0;
   o.models = {"no-such-model"};
   expect_error([&] { run_bench(o); }, ErrorCode::kInvalidArgument, "no-such-model");
   o.models = {"shapes10"};

@@ -17,6 +17,11 @@ grep -q "^| model | device | policy | steps | batch | wall ms |" "$work/table.md
 [ "$(grep -c '^| shapes10 | cpu |' "$work/table.md")" = 3 ] || fail "expected 3 rows: $(cat "$work/table.md")"
 [ "$(wc -l < "$work/b/bench.csv")" = 4 ] || fail "bench.csv should have a header and 3 rows"
 
+# Only uncached rows: the tables are written, no speedup plot (nothing to plot), exit 0.
+"$bench" -s 2,3 -b 1 -r 1 -p none -o "$work/n" -q >/dev/null 2>"$work/err.txt" || { cat "$work/err.txt"; fail "none-only grid"; }
+[ "$(wc -l < "$work/n/bench.csv")" = 3 ] || fail "none-only grid: expected 2 rows"
+[ ! -e "$work/n/speedup_fidelity_shapes10.png" ] || fail "a plot without cached rows"
+
 # Bad input: a clear message, exit code 1, no result files.
 "$bench" -p "none;tocca" -o "$work/bad" -q >/dev/null 2>"$work/err.txt" && fail "unknown policy accepted"
 grep -q "tocca" "$work/err.txt" || fail "error does not name the policy: $(cat "$work/err.txt")"
@@ -32,4 +37,9 @@ grep -q "wall speedup .* FLOPs speedup .* PSNR .* SSIM" "$work/out.txt" || fail 
 grep -q "class accuracy" "$work/out.txt" || fail "no accuracy line: $(cat "$work/out.txt")"
 "$compare" --cache "toca:ratio=2" --steps 5 --output-dir "$work/bad2" >/dev/null 2>"$work/err.txt" && fail "bad ratio accepted"
 grep -q "ratio" "$work/err.txt" || fail "error does not name the option: $(cat "$work/err.txt")"
+[ ! -e "$work/bad2/uncached.png" ] || fail "a bad policy left images behind"
+"$compare" --classifier "$work/missing.safetensors" --steps 5 --output-dir "$work/bad3" >/dev/null 2>"$work/err.txt" \
+  && fail "missing classifier accepted"
+grep -q "missing.safetensors" "$work/err.txt" || fail "error does not name the classifier: $(cat "$work/err.txt")"
+[ ! -e "$work/bad3/uncached.png" ] || fail "a missing classifier left images behind"
 echo "ok"

@@ -3,7 +3,8 @@
 /// its quality classifier are trained (docs/embedded-model.md). Ten classes of shapes and textures,
 /// 32x32 RGB, rendered deterministically from a seed with varied colours, position, scale,
 /// background gradient and pixel noise. Nothing is downloaded; the same seed gives the same
-/// pixels on every machine (plain float arithmetic, no library RNG).
+/// pixels on the same platform and toolchain (own RNG; libm's sin/cos/log may differ in the last
+/// bit elsewhere).
 
 #include <cstdint>
 #include <string>
@@ -31,7 +32,8 @@ struct ShapesBatch {
 
 /// Samples first .. first+count-1 of the stream `seed`: sample i has label i % 10 and its own
 /// seed derived from (seed, i), so any slice of the stream is reproducible on its own. The
-/// training stream and the held-out reference set (seed kShapesReferenceSeed) never overlap.
+/// held-out reference stream (seed kShapesReferenceSeed) is never trained on: train_shapes
+/// refuses that seed.
 ShapesBatch shapes_batch(uint64_t seed, int64_t first, int64_t count, int64_t size = 32);
 
 /// The stream the project's metrics use as "real images" (never used for training).

@@ -53,7 +53,8 @@ class GaussianDiffusion {
   /// `mse` of the predicted eps against `noise`; with learned sigma (model_output has 2C
   /// channels) also `vb`, the variational bound term in bits per dimension with the predicted
   /// mean frozen (gradients reach only the variance values; the decoder NLL at k = 0, the KL to
-  /// the posterior elsewhere), scaled by num_steps / 1000. loss = mse + vb. All [B].
+  /// the posterior elsewhere), unscaled as in DiT's LossType.MSE. loss = mse + vb. All [B].
+  /// Shapes, dtypes and the range of k are checked (Error naming the argument).
   struct Loss {
     at::Tensor loss, mse, vb;
   };
@@ -62,6 +63,7 @@ class GaussianDiffusion {
 
  private:
   at::Tensor split_eps(const at::Tensor& x, const at::Tensor& model_output, at::Tensor* var_values) const;
+  void check_training_inputs(const at::Tensor& x0, const at::Tensor& k, const at::Tensor& noise) const;
   std::string respacing_;
   std::vector<int64_t> timestep_map_;
   std::vector<double> betas_, alphas_cumprod_, alphas_cumprod_prev_;
