@@ -15,8 +15,8 @@ for run in $runs; do
     sweep)     # ratio and interval sweeps (the paper defaults are in 'embedded'), 100 samples per row
       "$bench" --threads "$threads" -s 50 -b 10 -r 1 --quality 100 -o "$out" \
         -p "none;toca:ratio=0.03|0.15|0.3;toca:interval=5;fora:interval=2|4|6" ;;
-    xl2)       # DiT-XL/2 architecture, random weights: speed only (DDIM-50, one label + CFG 1.5)
-      "$bench" --threads "$threads" -m DiT-XL/2 --random-weights --cfg-scale 1.5 -s 50 -b 1 -r 1 --warmup 0 -o "$out" \
+    xl2)       # DiT-XL/2 architecture, random weights: speed and memory only (DDIM-20, one label + CFG 1.5)
+      "$bench" --threads "$threads" -m DiT-XL/2 --random-weights --cfg-scale 1.5 -s 20 -b 1 -r 1 --warmup 0 -o "$out" \
         -p "none;fora:interval=3;toca;random" ;;
     *) echo "unknown run '$run' (embedded, sweep, xl2)" >&2; exit 1 ;;
   esac

@@ -511,7 +511,7 @@ at::Tensor plot_token_heatmap(const BenchRow& row) {
   h.y_label = "site";
   h.row_labels = row.site_labels;
   h.cell_width = row.token_share.size(1) <= 256 ? 2 : 1;
-  h.cell_height = 6;
+  h.cell_height = row.token_share.size(0) <= 24 ? 10 : 6;  // room for every row's label on small models
   h.v_min = 0.0;
   h.v_max = 1.0;
   h.colorbar_label = "share recomputed";
