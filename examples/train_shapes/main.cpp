@@ -216,6 +216,10 @@ int main(int argc, char** argv) {
   add_common(*dit_cmd, dit_opts);
   dit_cmd->add_option("--config", config_path, "DiT config JSON (in_channels 3, num_classes 10)")->required();
   dit_cmd->add_option("--class-dropout", class_dropout, "probability of the null label (for guidance)")->capture_default_str();
+  std::string init_weights;
+  dit_cmd->add_option("--init-weights", init_weights,
+                      "start from these DiT weights (e.g. the shipped EMA) instead of DiT's initialisation; a fresh "
+                      "optimizer and schedule (ignored when --resume finds a checkpoint)");
   dit_cmd->add_option("--samples", samples_path, "write a DDIM-50, guidance-4 sample grid (10 per class) of the EMA model");
   auto* cls_cmd = app.add_subcommand("classifier", "train the shapes10 classifier (accuracy and Frechet-distance features)");
   add_common(*cls_cmd, cls_opts);
@@ -297,6 +301,10 @@ int main(int argc, char** argv) {
       }
       DiT model(config), ema(config);
       init_dit_weights(*model);
+      if (!init_weights.empty()) {
+        cli::require_file(init_weights, "--init-weights file");
+        model->load(*open_weights(init_weights));  // strict: the architecture must be the config's
+      }
       model->train();
       const GaussianDiffusion diffusion("1000");
       auto loss_of = [&](const ShapesBatch& batch, at::Generator& gen) {
