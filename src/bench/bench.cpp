@@ -61,12 +61,7 @@ Model load_model(const std::string& spec, const BenchOptions& o, const c10::Devi
     file = open_weights(spec);
     m.name = std::filesystem::path(spec).filename().string();
   } else {
-    config = DiTConfig::preset(spec);  // throws, listing the presets, for a name that is none
-    if (!o.random_weights) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("model '{}' is a preset without weights: add --random-weights for speed-only rows, or give "
-                              "a weight file", spec));
-    }
+    config = DiTConfig::preset(spec);  // validate() has checked the name and --random-weights
   }
   if (file) config = DiTConfig::from_weights(*file);
   at::manual_seed(o.seed);
