@@ -18,6 +18,7 @@
 #include "ditcache/metrics/classifier.h"
 #include "ditcache/metrics/quality.h"
 #include "ditcache/models/dit.h"
+#include "ditcache/models/opensora_vae.h"
 #include "ditcache/models/vae.h"
 #include "ditcache/pipeline.h"
 #include "ditcache/plot.h"
