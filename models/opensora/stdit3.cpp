@@ -138,10 +138,19 @@ std::pair<at::Tensor, at::Tensor> CrossAttentionImpl::key_values(const at::Tenso
   return {kv[0], kv[1]};
 }
 
-at::Tensor CrossAttentionImpl::forward(const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>& kv, const at::Tensor& key_mask) {
-  const int64_t B = x.size(0), n = x.size(1), C = x.size(2);
-  auto q = q_linear->forward(x).reshape({B, n, num_heads, C / num_heads}).transpose(1, 2);
-  auto out = nn::attention(q, kv.first, kv.second, key_mask.to(q.scalar_type()));
+at::Tensor CrossAttentionImpl::forward(const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>& kv, const at::Tensor& key_mask,
+                                      at::Tensor* probabilities) {
+  const int64_t B = x.size(0), n = x.size(1), C = x.size(2), hd = C / num_heads;
+  auto q = q_linear->forward(x).reshape({B, n, num_heads, hd}).transpose(1, 2);
+  at::Tensor out;
+  if (probabilities) {
+    auto scores = at::matmul(q.to(at::kFloat), kv.first.to(at::kFloat).transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
+    auto probs = (scores + key_mask).softmax(-1);  // [B, H, n, L]
+    *probabilities = probs.mean(1);
+    out = at::matmul(probs.to(kv.second.scalar_type()), kv.second);
+  } else {
+    out = nn::attention(q, kv.first, kv.second, key_mask.to(q.scalar_type()));
+  }
   return proj->forward(out.transpose(1, 2).reshape({B, n, C}));
 }
 
@@ -231,16 +240,17 @@ at::Tensor STDiT3BlockImpl::forward(const at::Tensor& x, const STDiT3BlockContex
   // Cross-attention to the captions: each token's output depends only on that token, so any
   // subset of tokens can be recomputed.
   std::pair<at::Tensor, at::Tensor> kv;
-  auto cross = [&](const at::Tensor& rows) {
+  auto cross = [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor* probabilities) {
+    auto rows = queries.defined() ? all.gather(1, queries.unsqueeze(-1).expand({B, queries.size(1), C})) : all;
     cross_queries = rows.size(1);
     if (!kv.first.defined()) kv = cross_attn->key_values(ctx.captions);
-    return cross_attn->forward(rows, kv, ctx.key_mask);
+    return cross_attn->forward(rows, kv, ctx.key_mask, probabilities);
   };
   if (cache) {
     cross_queries = 0;
-    out = out + cache->run({layer, kind, SiteKind::kCrossAttention}, out, cross);
+    out = out + cache->run_attention({layer, kind, SiteKind::kCrossAttention}, out, cross);
   } else {
-    out = out + cross(out);
+    out = out + cross(out, {}, nullptr);
   }
 
   // MLP on the modulated tokens (pre-gate output cached).

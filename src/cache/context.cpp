@@ -170,7 +170,7 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
   count(entry, d, x);
   switch (d.action) {
     case Action::kCompute: {
-      const bool stats = d.attention_stats && site.kind == SiteKind::kSelfAttention;
+      const bool stats = d.attention_stats && (site.kind == SiteKind::kSelfAttention || site.kind == SiteKind::kCrossAttention);
       at::Tensor column_sums;
       auto out = module(x, at::Tensor(), stats ? &column_sums : nullptr);
       if (stats) policy_->observe_attention(site, column_sums);

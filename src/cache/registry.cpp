@@ -121,6 +121,15 @@ double OptionReader::number(const std::string& key, double fallback, double min,
   return v;
 }
 
+double OptionReader::number_or_auto(const std::string& key, double fallback, double min, double max) {
+  auto it = spec_.options.find(key);
+  if (it != spec_.options.end() && it->second == "auto") {
+    read_.push_back(key);
+    return fallback;
+  }
+  return number(key, fallback, min, max);
+}
+
 int64_t OptionReader::integer(const std::string& key, int64_t fallback, int64_t min, int64_t max) {
   const auto* text = raw(key);
   if (!text) return fallback;

@@ -46,7 +46,9 @@ struct RunSummary {
 /// Token-wise module: maps tokens [B, n, C] (any subset of a row's tokens) to outputs [B, n, C'].
 using TokenModule = std::function<at::Tensor(const at::Tensor& tokens)>;
 /// Attention module: all tokens x [B, N, C]; `queries` [B, n] selects the query tokens (undefined:
-/// all); when `column_sums` is non-null it receives the head-mean attention column sums [B, N].
+/// all); when `column_sums` is non-null it receives the statistics CachePolicy::observe_attention
+/// documents (self-attention: head-mean column sums [B, N]; cross-attention: head-mean
+/// probabilities [B, N, L]).
 using AttentionModule = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& queries, at::Tensor* column_sums)>;
 
 /// Per-run cache state and execution of a policy's decisions.

@@ -49,7 +49,7 @@ struct SiteDecision {
   Action action = Action::kCompute;
   int64_t tokens = 0;        ///< kPartial: tokens recomputed per batch row (0 allowed: ages still advance)
   at::Tensor indices;        ///< kPartial: [B, tokens] int64 on the model's device; undefined in dry runs
-  bool attention_stats = false;  ///< kCompute of a self-attention site: report column sums via observe_attention (ignored at other sites)
+  bool attention_stats = false;  ///< kCompute of an attention site: report its statistics via observe_attention (ignored at MLP sites)
 };
 
 /// The policy interface. Calls come in this order: begin_run, then per step begin_step and the
@@ -68,8 +68,10 @@ class CachePolicy {
   /// Decides one site. In a dry run (FLOPs only) no tensors exist: decide the action and the
   /// token count, leave indices undefined.
   virtual SiteDecision decide(const SiteState& state, bool dry) = 0;
-  /// Head-mean self-attention column sums [B, N] of a site computed with attention_stats.
-  virtual void observe_attention(const Site& site, const at::Tensor& column_sums) { (void)site; (void)column_sums; }
+  /// The statistics of an attention site computed with attention_stats: self-attention: the
+  /// head-mean probability column sums [B, N]; cross-attention: the head-mean probabilities
+  /// [B, N, L] of every token over the caption tokens (0 on a row's padding).
+  virtual void observe_attention(const Site& site, const at::Tensor& stats) { (void)site; (void)stats; }
   /// Whether computed outputs must be kept for later reuse (false for `none`: nothing is stored).
   virtual bool stores() const { return true; }
   /// Whether the policy decides kBlock sites (whole-block reuse) instead of module sites.
@@ -101,6 +103,8 @@ class OptionReader {
  public:
   explicit OptionReader(const PolicySpec& spec) : spec_(spec) {}
   double number(const std::string& key, double fallback, double min, double max);
+  /// number(), or `fallback` when the value is the word "auto" (the policy resolves it per model).
+  double number_or_auto(const std::string& key, double fallback, double min, double max);
   int64_t integer(const std::string& key, int64_t fallback, int64_t min, int64_t max);
   std::string choice(const std::string& key, const std::string& fallback, const std::vector<std::string>& allowed);
   /// Throws for any option not read, listing the policy's valid keys.

@@ -14,18 +14,25 @@ namespace ditcache {
 
 /// Parameters of the `toca` and `random` policies (docs/caching.md lists meaning and ranges).
 struct ToCaConfig {
-  double ratio = 0.07;            ///< r0, `fresh_ratio`: base share of tokens recomputed at partial steps
-  std::string schedule = "auto";  ///< ratio schedule: "ddim50", "ddpm250", or "auto" (ddim50 for DDIM, ddpm250 otherwise)
-  int interval = 0;               ///< N, `fresh_threshold`: force-activation cycle; 0 = the schedule's paper value (3 / 4)
+  /// r0, `fresh_ratio`: base share of tokens recomputed at partial steps; kAuto = the model's
+  /// paper value (DiT 0.07, OpenSora 0.10).
+  double ratio = kAuto;
+  /// ratio schedule: "ddim50", "ddpm250" (DiT), "opensora" (STDiT3), or "auto" (DiT: ddim50 for
+  /// DDIM, ddpm250 otherwise; STDiT3: opensora).
+  std::string schedule = "auto";
+  int interval = 0;               ///< N, `fresh_threshold`: force-activation cycle (DiT) / s3 scale (OpenSora); 0 = the paper value (DiT 3 / 4, OpenSora 3)
   std::string mode = "reference"; ///< "reference": per-block re-evaluation as the official code ("mixed steps"); "clean": one decision per step
   double staleness_weight = 0.25; ///< λ3, `soft_fresh_weight`: weight of s3 (ages / N)
-  double spread_bonus = 0.6;      ///< β of s4: the best token of each g x g block gets score * (1 + β); 0 disables
+  double spread_bonus = kAuto;    ///< β of s4: the best token of each g x g block gets score * (1 + β); 0 disables; kAuto: DiT 0.6, OpenSora 0 (off)
   int spread_grid = 2;            ///< g of s4
   std::string score = "attention";///< "attention" (s1) or "random" (uniform, seeded, shared by the CFG halves)
   uint64_t seed = 0;              ///< seed of the random score
 
   /// Throws Error(kInvalidArgument) naming the first out-of-range field.
   void validate() const;
+
+  /// The value of `ratio` and `spread_bonus` that means "the model's paper value" ("auto" in option strings).
+  static constexpr double kAuto = -1;
 };
 
 namespace toca {
@@ -39,6 +46,19 @@ double force_interval(int step, int num_steps, int interval, double ratio);
 /// r0 * layer_factor * step_factor * module_factor, before clamping. `last_layer` is depth - 1
 /// (27 for DiT-XL, where the official code hard-codes 27).
 double fresh_ratio(const std::string& schedule, double r0, int step, int num_steps, int layer, int last_layer, SiteKind module);
+
+/// OpenSora's fresh ratio (ratio_scheduler 'ToCa' of the OpenSora code: no step or layer factor,
+/// module weight 1.5, module time weight 0.33): r0 * (1 + 0.33 * 1.5) for the MLP, r0 * (1 - 0.67 *
+/// 1.5) (negative: nothing recomputed) for attention and cross-attention, before clamping.
+double video_fresh_ratio(double r0, SiteKind module);
+
+/// OpenSora's per-module full steps: steps 0-2 always, then every 3rd step for self-attention and
+/// the MLP and every 6th for cross-attention (step counts up from 0).
+bool video_full_step(int step, SiteKind module);
+
+/// s2 from head-mean cross-attention probabilities [B, N, L]: with CFG the two halves' maps are
+/// averaged, e = -sum_l p log(p + 1e-7), s2 = L2-normalise(1 + e) per row -> [B/2, N] (CFG) or [B, N].
+at::Tensor cross_entropy_score(const at::Tensor& probabilities, bool cfg);
 
 /// Tokens recomputed per row: trunc(float32(clamp(float32(ratio), 0, 1)) * N).
 int64_t fresh_tokens(double ratio, int64_t num_tokens);

@@ -94,8 +94,10 @@ class CrossAttentionImpl : public torch::nn::Module {
   /// Keys and values [B, H, L, hd] each of the (projected) captions [B, L, C].
   std::pair<at::Tensor, at::Tensor> key_values(const at::Tensor& captions);
   /// Queries x [B, n, C] (any subset of a row's tokens) against the row's keys and values with the
-  /// additive key mask [B, 1, 1, L] (0 valid, -inf padding) -> [B, n, C].
-  at::Tensor forward(const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>& kv, const at::Tensor& key_mask);
+  /// additive key mask [B, 1, 1, L] (0 valid, -inf padding) -> [B, n, C]. With `probabilities` the
+  /// attention runs explicitly and also returns the head-mean probabilities [B, n, L] (ToCa's s2).
+  at::Tensor forward(const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>& kv, const at::Tensor& key_mask,
+                     at::Tensor* probabilities = nullptr);
 
   torch::nn::Linear q_linear{nullptr}, kv_linear{nullptr}, proj{nullptr};
   int num_heads;

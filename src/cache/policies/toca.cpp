@@ -17,12 +17,14 @@ namespace ditcache {
 
 void ToCaConfig::validate() const {
   auto fail = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, "toca: " + m); };
-  if (!(ratio >= 0 && ratio <= 1)) fail(fmt::format("ratio={} is out of range [0, 1]", ratio));
-  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250") fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250", schedule));
+  if (!(ratio == kAuto || (ratio >= 0 && ratio <= 1))) fail(fmt::format("ratio={} is out of range [0, 1]", ratio));
+  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250" && schedule != "opensora") {
+    fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250, opensora", schedule));
+  }
   if (interval < 0) fail(fmt::format("interval={} must be >= 1 (or 0 for the schedule's value)", interval));
   if (mode != "reference" && mode != "clean") fail(fmt::format("mode='{}' is not one of reference, clean", mode));
   if (!(staleness_weight >= 0)) fail(fmt::format("weight={} must be >= 0", staleness_weight));
-  if (!(spread_bonus >= 0)) fail(fmt::format("bonus={} must be >= 0", spread_bonus));
+  if (!(spread_bonus == kAuto || spread_bonus >= 0)) fail(fmt::format("bonus={} must be >= 0", spread_bonus));
   if (spread_grid < 1) fail(fmt::format("grid={} must be >= 1", spread_grid));
   if (score != "attention" && score != "random") fail(fmt::format("score='{}' is not one of attention, random", score));
 }
@@ -58,6 +60,29 @@ double fresh_ratio(const std::string& schedule, double r0, int step, int num_ste
   const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
                                                         : 1 - (1 - module_time_weight) * module_weight;
   return r0 * layer_factor * step_factor * module_factor;
+}
+
+double video_fresh_ratio(double r0, SiteKind module) {
+  const double module_weight = 1.5, module_time_weight = 0.33;
+  const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
+                                                        : 1 - (1 - module_time_weight) * module_weight;
+  return r0 * module_factor;
+}
+
+bool video_full_step(int step, SiteKind module) {
+  const int cycle = module == SiteKind::kCrossAttention ? 6 : 3;
+  return step <= 2 || step % cycle == 0;
+}
+
+at::Tensor cross_entropy_score(const at::Tensor& probabilities, bool cfg) {
+  auto p = probabilities.to(at::kFloat);
+  if (cfg) {
+    auto halves = p.chunk(2, 0);
+    p = 0.5 * halves[0] + 0.5 * halves[1];
+  }
+  auto entropy = -(p * (p + 1e-7).log()).sum(-1);  // [rows, N]
+  auto s = 1 + entropy;
+  return s / s.norm(2, {1}, true).clamp_min(1e-12);
 }
 
 int64_t fresh_tokens(double ratio, int64_t num_tokens) {
@@ -100,26 +125,48 @@ class ToCaPolicy final : public CachePolicy {
 
   std::string name() const override { return name_; }
   std::string to_string() const override {
-    std::string s = fmt::format("{}:ratio={},interval={},schedule={},mode={},weight={},bonus={},grid={}", name_, config_.ratio,
+    auto value = [](double v) { return v == ToCaConfig::kAuto ? std::string("auto") : fmt::format("{}", v); };
+    std::string s = fmt::format("{}:ratio={},interval={},schedule={},mode={},weight={},bonus={},grid={}", name_, value(config_.ratio),
                                 config_.interval, config_.schedule, config_.mode, config_.staleness_weight,
-                                config_.spread_bonus, config_.spread_grid);
+                                value(config_.spread_bonus), config_.spread_grid);
     if (config_.score == "random") s += fmt::format(",seed={}", config_.seed);
     return s;
   }
 
   void begin_run(const RunInfo& run) override {
-    if (run.model != "DiT") {
-      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported yet (DiT only)", name_, run.model));
-    }
     run_ = run;
-    schedule_ = config_.schedule != "auto" ? config_.schedule : run.sampler == "ddim" ? "ddim50" : "ddpm250";
-    interval_ = config_.interval > 0 ? config_.interval : schedule_ == "ddim50" ? 3 : 4;
-    if (config_.spread_bonus > 0 && (run.grid_h % config_.spread_grid || run.grid_w % config_.spread_grid)) {
+    video_ = run.model == "STDiT3";
+    if (run.model == "DiT") {
+      if (config_.schedule == "opensora") {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule=opensora is for STDiT3; DiT uses ddim50 or ddpm250", name_));
+      }
+      schedule_ = config_.schedule != "auto" ? config_.schedule : run.sampler == "ddim" ? "ddim50" : "ddpm250";
+      interval_ = config_.interval > 0 ? config_.interval : schedule_ == "ddim50" ? 3 : 4;
+      ratio_ = config_.ratio == ToCaConfig::kAuto ? 0.07 : config_.ratio;
+      bonus_ = config_.spread_bonus == ToCaConfig::kAuto ? 0.6 : config_.spread_bonus;
+    } else if (video_) {
+      if (config_.schedule != "auto" && config_.schedule != "opensora") {
+        throw Error(ErrorCode::kInvalidArgument,
+                    fmt::format("{}: schedule={} is DiT's; STDiT3 runs the opensora schedule", name_, config_.schedule));
+      }
+      schedule_ = "opensora";
+      interval_ = config_.interval > 0 ? config_.interval : 3;
+      ratio_ = config_.ratio == ToCaConfig::kAuto ? 0.10 : config_.ratio;
+      bonus_ = config_.spread_bonus == ToCaConfig::kAuto ? 0.0 : config_.spread_bonus;
+      if (bonus_ > 0) {
+        throw Error(ErrorCode::kUnsupported, fmt::format("{}: bonus={}: the s4 spatial bonus is off for STDiT3 (the reference "
+                                                         "disables it for video); use bonus=0 or leave it auto", name_, bonus_));
+      }
+      if (run.step_index_counts_down) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: STDiT3 steps count up", name_));
+    } else {
+      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported yet (DiT and STDiT3)", name_, run.model));
+    }
+    if (bonus_ > 0 && (run.grid_h % config_.spread_grid || run.grid_w % config_.spread_grid)) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: s4 grid {} does not divide the {}x{} token grid", name_,
                                                            config_.spread_grid, run.grid_h, run.grid_w));
     }
     threshold_ = interval_;
-    scores_.assign(static_cast<size_t>(run.depth), at::Tensor());
+    scores_.assign(static_cast<size_t>(run.depth) * (video_ ? 2 : 1), at::Tensor());
     generator_ = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
   }
 
@@ -128,20 +175,21 @@ class ToCaPolicy final : public CachePolicy {
     first_ = step.position == 0;
     if (config_.mode == "clean") {  // one decision per step, taken as the reference takes it at layer 0
       step_full_ = full_now();
-      if (step_full_) threshold_ = toca::force_interval(step.index, run_.num_steps, interval_, config_.ratio);
+      if (step_full_) threshold_ = toca::force_interval(step.index, run_.num_steps, interval_, ratio_);
     }
     return StepMode::kPerSite;
   }
 
   SiteDecision decide(const SiteState& state, bool dry) override {
     const Site& site = state.site;
+    if (video_) return decide_video(state, dry);
     SiteDecision d;
     if (site.kind == SiteKind::kSelfAttention) {
       if (config_.mode == "reference") {
         // cal_type at every block; force_init at layer 0 of a full block updates the interval,
         // so later blocks of the same step may disagree with layer 0 ("mixed step").
         block_full_ = full_now();
-        if (block_full_ && site.layer == 0) threshold_ = toca::force_interval(step_.index, run_.num_steps, interval_, config_.ratio);
+        if (block_full_ && site.layer == 0) threshold_ = toca::force_interval(step_.index, run_.num_steps, interval_, ratio_);
       } else {
         block_full_ = step_full_;
       }
@@ -151,18 +199,45 @@ class ToCaPolicy final : public CachePolicy {
     }
     if (block_full_) return d;  // compute
     d.action = Action::kPartial;
-    const double r = toca::fresh_ratio(schedule_, config_.ratio, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
+    const double r = toca::fresh_ratio(schedule_, ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
     d.tokens = toca::fresh_tokens(r, run_.num_tokens);
     if (dry || d.tokens == 0) return d;
     d.indices = toca::select_top(score(state), d.tokens);
     return d;
   }
 
-  void observe_attention(const Site& site, const at::Tensor& column_sums) override {
-    scores_.at(static_cast<size_t>(site.layer)) = toca::attention_score(column_sums);
+  void observe_attention(const Site& site, const at::Tensor& stats) override {
+    // DiT: s1 from the self-attention column sums; STDiT3: s2 from the cross-attention map.
+    scores_.at(score_slot(site)) = video_ ? toca::cross_entropy_score(stats, run_.cfg) : toca::attention_score(stats);
   }
 
  private:
+  // OpenSora (toca.md §2.2, §2.3): fixed per-module cycles with steps 0-2 full; self-attention
+  // reused whole between, cross-attention too (its ratio is negative, so 0 tokens, but ages still
+  // advance), the MLP recomputes r0 * 1.495 of the tokens ranked by s2 + λ3 * s3.
+  SiteDecision decide_video(const SiteState& state, bool dry) {
+    const Site& site = state.site;
+    SiteDecision d;
+    if (toca::video_full_step(step_.index, site.kind)) {
+      d.attention_stats = site.kind == SiteKind::kCrossAttention && config_.score == "attention" && !dry;
+      return d;  // compute
+    }
+    if (site.kind == SiteKind::kSelfAttention) {
+      d.action = Action::kReuse;
+      return d;
+    }
+    d.action = Action::kPartial;
+    d.tokens = toca::fresh_tokens(toca::video_fresh_ratio(ratio_, site.kind), run_.num_tokens);
+    if (dry || d.tokens == 0) return d;
+    d.indices = toca::select_top(score(state), d.tokens);
+    return d;
+  }
+
+  // DiT: one s1 per layer; STDiT3: one s2 per (block kind, layer), read by that block's MLP.
+  size_t score_slot(const Site& site) const {
+    return static_cast<size_t>(site.layer) + (video_ && site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
+  }
+
   bool full_now() const {
     return first_ || std::fmod(static_cast<double>(step_.index), threshold_) == 0;
   }
@@ -177,13 +252,15 @@ class ToCaPolicy final : public CachePolicy {
       s = at::rand({rows, N}, generator_, at::TensorOptions().dtype(at::kFloat)).to(ages.device());
       if (run_.cfg) s = at::cat({s, s}, 0);
     } else {
-      s = scores_.at(static_cast<size_t>(state.site.layer));
+      s = scores_.at(score_slot(state.site));
       if (!s.defined()) {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for layer {} (no full step yet)", name_, state.site.layer));
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for {} (no full step yet)", name_,
+                                                             ditcache::to_string(state.site)));
       }
+      if (video_ && run_.cfg) s = at::cat({s, s}, 0);  // s2 is shared by both CFG halves
     }
     s = s + config_.staleness_weight * ages.to(at::kFloat) / static_cast<double>(interval_);
-    if (config_.spread_bonus > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, config_.spread_grid, config_.spread_bonus);
+    if (bonus_ > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, config_.spread_grid, bonus_);
     return s;
   }
 
@@ -192,6 +269,8 @@ class ToCaPolicy final : public CachePolicy {
   RunInfo run_;
   std::string schedule_;
   int interval_ = 3;
+  double ratio_ = 0.07, bonus_ = 0.6;  // resolved for the run's model
+  bool video_ = false;
   double threshold_ = 3;
   StepInfo step_;
   bool first_ = true, step_full_ = true, block_full_ = true;
@@ -201,12 +280,12 @@ class ToCaPolicy final : public CachePolicy {
 
 ToCaConfig read_toca(OptionReader& r, bool random) {
   ToCaConfig c;
-  c.ratio = r.number("ratio", c.ratio, 0, 1);
+  c.ratio = r.number_or_auto("ratio", c.ratio, 0, 1);
   c.interval = static_cast<int>(r.integer("interval", c.interval, 0, 1000));
-  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250"});
+  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250", "opensora"});
   c.mode = r.choice("mode", c.mode, {"reference", "clean"});
   c.staleness_weight = r.number("weight", c.staleness_weight, 0, 1e6);
-  c.spread_bonus = r.number("bonus", c.spread_bonus, 0, 1e6);
+  c.spread_bonus = r.number_or_auto("bonus", c.spread_bonus, 0, 1e6);
   c.spread_grid = static_cast<int>(r.integer("grid", c.spread_grid, 1, 64));
   if (random) {
     c.score = "random";

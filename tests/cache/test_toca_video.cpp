@@ -1,0 +1,174 @@
+// ToCa for OpenSora (STDiT3): the per-module cycles, the MLP ratio, s2 from the cross-attention
+// map shared by both CFG halves, and a cached sampling run on the tiny STDiT3 of the shared
+// fixtures (toca.md §2.2, §2.3, §3.2).
+#include <cmath>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "ditcache/cache/context.h"
+#include "ditcache/cache/policy.h"
+#include "ditcache/cache/toca.h"
+#include "ditcache/error.h"
+#include "ditcache/io/weights.h"
+#include "ditcache/models/stdit3.h"
+#include "ditcache/sampling/rflow.h"
+#include "test_util.h"
+
+namespace ditcache {
+namespace {
+
+TEST(ToCaVideo, CyclesMatchTheOfficialSchedule) {
+  std::vector<int> attn, cross;
+  for (int step = 0; step < 30; ++step) {
+    if (toca::video_full_step(step, SiteKind::kSelfAttention)) attn.push_back(step);
+    if (toca::video_full_step(step, SiteKind::kCrossAttention)) cross.push_back(step);
+    EXPECT_EQ(toca::video_full_step(step, SiteKind::kMLP), toca::video_full_step(step, SiteKind::kSelfAttention));
+  }
+  EXPECT_EQ(attn, (std::vector<int>{0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27}));
+  EXPECT_EQ(cross, (std::vector<int>{0, 1, 2, 6, 12, 18, 24}));
+}
+
+TEST(ToCaVideo, MlpRecomputesAboutFifteenPercentAndCrossAttentionNothing) {
+  EXPECT_NEAR(toca::video_fresh_ratio(0.1, SiteKind::kMLP), 0.1495, 1e-12);
+  EXPECT_LT(toca::video_fresh_ratio(0.1, SiteKind::kCrossAttention), 0.0);
+  EXPECT_EQ(toca::fresh_tokens(toca::video_fresh_ratio(0.1, SiteKind::kCrossAttention), 6075), 0);
+  EXPECT_EQ(toca::fresh_tokens(toca::video_fresh_ratio(0.1, SiteKind::kMLP), 6075), 908);  // 240p 51 frames, per row
+  EXPECT_EQ(toca::fresh_tokens(toca::video_fresh_ratio(0.1, SiteKind::kMLP), 30), 4);
+}
+
+TEST(ToCaVideo, EntropyScoreAveragesTheCfgHalvesBeforeTheEntropy) {
+  // Row 0 (cond) attends to key 0 only, row 1 (uncond) to key 1 only: each alone has entropy ~0,
+  // their average has entropy log 2. Token 1 attends uniformly in both halves: log 2 as well.
+  auto p = at::zeros({2, 3, 2});  // [B, N, L]
+  p[0][0][0] = 1;
+  p[1][0][1] = 1;
+  p[0][1].fill_(0.5);
+  p[1][1].fill_(0.5);
+  p[0][2][0] = 1;
+  p[1][2][0] = 1;
+  auto s = toca::cross_entropy_score(p, true);
+  ASSERT_EQ(s.sizes(), (std::vector<int64_t>{1, 3}));
+  const double e = std::log(2.0);
+  std::vector<double> raw = {1 + e, 1 + e, 1.0};
+  const double norm = std::sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2]);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(s[0][i].item<float>(), raw[i] / norm, 1e-5);
+  // Without CFG every row keeps its own map: row 0 token 0 has entropy ~0.
+  auto own = toca::cross_entropy_score(p, false);
+  ASSERT_EQ(own.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_LT(own[0][0].item<float>(), own[0][1].item<float>());
+}
+
+TEST(ToCaVideo, RefusesDiTOnlyOptionsOnSTDiT3) {
+  auto c = STDiT3Config::preset("STDiT3-XL/2");
+  auto run = stdit3_run_info(c, 2, true, 15, 30, 53, 30, "rflow");
+  test::expect_error([&] { make_policy("toca:schedule=ddim50")->begin_run(run); }, ErrorCode::kInvalidArgument,
+                     "schedule=ddim50 is DiT's");
+  test::expect_error([&] { make_policy("toca:bonus=0.6")->begin_run(run); }, ErrorCode::kUnsupported, "s4 spatial bonus is off");
+  EXPECT_NO_THROW(make_policy("toca")->begin_run(run));
+  EXPECT_NO_THROW(make_policy("toca:ratio=auto,bonus=0")->begin_run(run));
+  EXPECT_EQ(make_policy("toca")->to_string(), "toca:ratio=auto,interval=0,schedule=auto,mode=reference,weight=0.25,bonus=auto,grid=2");
+}
+
+// A cached rflow run of the tiny STDiT3 with the reference's CFG batch.
+struct TinyVideoRun {
+  STDiT3 model{nullptr};
+  std::unique_ptr<WeightFile> fixture;
+  int64_t n = 0, frames = 0;
+
+  TinyVideoRun() {
+    auto weights = open_weights(test::shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
+    model = STDiT3(STDiT3Config::from_weights(*weights));
+    model->load(*weights);
+    model->eval();
+    fixture = open_weights(test::shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
+    n = fixture->load("z_init").size(0);
+    frames = fixture->load("z_init").size(2);
+  }
+
+  at::Tensor sample(CacheContext* cache, int steps) {
+    RFlowSchedule s;
+    s.num_steps = steps;
+    s.height = 32;
+    s.width = 48;
+    s.num_frames = 17;
+    STDiT3Inputs in;
+    in.y = fixture->load("model_y");
+    in.mask = fixture->load("model_mask");
+    in.fps = fixture->load("fps");
+    in.height = 32;
+    in.width = 48;
+    if (cache) cache->begin_run(stdit3_run_info(model->config(), 2 * n, true, frames, 2, 3, steps, "rflow"));
+    at::NoGradGuard no_grad;
+    return rflow_sample(fixture->load("z_init"), rflow_timesteps(s), 1000, 7.0, [&](const at::Tensor& z, const at::Tensor& t, int step) {
+      in.x = z;
+      in.timestep = t;
+      if (cache) cache->begin_step({step, step});
+      auto out = model->forward(in, cache).narrow(1, 0, 4);
+      if (cache) cache->end_step();
+      return out;
+    });
+  }
+};
+
+TEST(ToCaVideo, TinyRunFollowsTheScheduleAndSharesTokensAcrossCfgHalves) {
+  DITCACHE_REQUIRE_SHARED_FIXTURE(test::shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
+  DITCACHE_REQUIRE_SHARED_FIXTURE(test::shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
+  TinyVideoRun run;
+  CacheContext cache(make_policy("toca"), /*trace=*/true);
+  const int steps = 8;
+  auto cached = run.sample(&cache, steps);
+  auto uncached = run.sample(nullptr, steps);
+  EXPECT_TRUE(at::isfinite(cached).all().item<bool>());
+  EXPECT_FALSE(at::equal(cached, uncached));  // caching did change something
+  const int64_t tokens = run.frames * 6;  // 5 frames x 2 x 3 patches
+  const auto& records = cache.steps();
+  ASSERT_EQ(records.size(), static_cast<size_t>(steps));
+  for (int step = 0; step < steps; ++step) {
+    const auto& sites = records[static_cast<size_t>(step)].sites;
+    ASSERT_EQ(sites.size(), 12u);  // 2 layers x 2 block kinds x 3 modules
+    for (const auto& r : sites) {
+      const bool full = toca::video_full_step(step, r.site.kind);
+      SCOPED_TRACE(to_string(r.site) + " step " + std::to_string(step));
+      if (full) {
+        EXPECT_EQ(r.action, Action::kCompute);
+        EXPECT_EQ(r.tokens, tokens);
+      } else if (r.site.kind == SiteKind::kSelfAttention) {
+        EXPECT_EQ(r.action, Action::kReuse);
+      } else if (r.site.kind == SiteKind::kCrossAttention) {
+        EXPECT_EQ(r.action, Action::kPartial);
+        EXPECT_EQ(r.tokens, 0);
+      } else {
+        EXPECT_EQ(r.action, Action::kPartial);
+        ASSERT_EQ(r.tokens, 4);
+        // Both CFG halves select the same tokens (s2 is shared), and no token twice.
+        ASSERT_EQ(r.indices.size(), static_cast<size_t>(2 * run.n * 4));
+        for (int64_t row = 0; row < run.n; ++row) {
+          std::vector<int64_t> cond(r.indices.begin() + row * 4, r.indices.begin() + row * 4 + 4);
+          std::vector<int64_t> uncond(r.indices.begin() + (row + run.n) * 4, r.indices.begin() + (row + run.n) * 4 + 4);
+          EXPECT_EQ(cond, uncond);
+          EXPECT_EQ(std::set<int64_t>(cond.begin(), cond.end()).size(), 4u);
+        }
+      }
+    }
+  }
+  // Step 5 is the second partial step in a row: the staleness term moves the selection on, so the
+  // MLP of a layer recomputes other tokens than at step 4.
+  auto mlp_indices = [&](int step) {
+    for (const auto& r : records[static_cast<size_t>(step)].sites) {
+      if (r.site.kind == SiteKind::kMLP && r.site.layer == 0 && r.site.block == BlockKind::kSpatial) return r.indices;
+    }
+    return std::vector<int64_t>{};
+  };
+  auto a = mlp_indices(4), b = mlp_indices(5);
+  ASSERT_EQ(a.size(), 16u);
+  std::set<int64_t> first(a.begin(), a.begin() + 4);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(first.count(b[static_cast<size_t>(i)]), 0u) << "token recomputed twice in a row";
+  // FLOPs: a partial step costs less than a full one, and the run less than uncached.
+  EXPECT_LT(records[4].flops, records[3].flops);
+  EXPECT_GT(cache.summary().flops_speedup(), 1.0);
+}
+
+}  // namespace
+}  // namespace ditcache
