@@ -442,6 +442,7 @@ RunInfo stdit3_run_info(const STDiT3Config& config, int64_t rows, bool cfg, int6
   RunInfo run;
   run.model = "STDiT3";
   run.depth = config.depth;
+  run.block_kinds = 2;
   run.batch = rows;
   run.cfg = cfg;
   run.num_tokens = frames * gh * gw;
@@ -467,6 +468,37 @@ double stdit3_block_flops(const STDiT3Config& config, BlockKind kind, int64_t ro
   if (cross_queries > 0) f += flops::attention(rows, cross_queries, caption_tokens, C, H);
   if (mlp_tokens > 0) f += flops::layer_norm(rows, mlp_tokens, C) + flops::mlp(rows, mlp_tokens, C, config.mlp_hidden());
   return f;
+}
+
+
+void count_stdit3_step_flops(const STDiT3Config& config, CacheContext& cache, int64_t rows, int64_t frames, int64_t gh,
+                             int64_t gw, int64_t caption_tokens) {
+  const int64_t S = gh * gw, N = frames * S;
+  const bool reused = !cache.steps().empty() && cache.steps().back().mode == StepMode::kReuseOutput;
+  // What a real forward counts (STDiT3BlockImpl::forward): the whole self-attention when its
+  // module ran at all (compute, or a partial update of at least one token), the selected
+  // cross-attention queries and MLP tokens otherwise.
+  auto ran = [&](const SiteDecision& d) -> int64_t {
+    return d.action == Action::kCompute ? N : d.action == Action::kPartial ? d.tokens : 0;
+  };
+  for (int layer = 0; layer < config.depth; ++layer) {
+    for (BlockKind kind : {BlockKind::kSpatial, BlockKind::kTemporal}) {
+      const double full = stdit3_block_flops(config, kind, rows, frames, S, caption_tokens, N, N, N);
+      if (reused) {
+        cache.add_flops(0.0, full);
+      } else if (cache.uses_block_sites()) {
+        const auto d = cache.decide_dry({layer, kind, SiteKind::kBlock});
+        cache.add_flops(d.action == Action::kCompute ? full : 0.0, full);
+      } else {
+        const auto attn = cache.decide_dry({layer, kind, SiteKind::kSelfAttention});
+        const auto cross = cache.decide_dry({layer, kind, SiteKind::kCrossAttention});
+        const auto mlp = cache.decide_dry({layer, kind, SiteKind::kMLP});
+        const int64_t attn_queries = ran(attn) > 0 ? N : 0;
+        cache.add_flops(stdit3_block_flops(config, kind, rows, frames, S, caption_tokens, attn_queries, ran(cross), ran(mlp)),
+                        full);
+      }
+    }
+  }
 }
 
 }  // namespace ditcache

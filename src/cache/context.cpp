@@ -175,22 +175,33 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
       auto out = module(x, at::Tensor(), stats ? &column_sums : nullptr);
       if (stats) policy_->observe_attention(site, column_sums);
       if (!policy_->stores()) return out;
-      entry.store = out;
+      entry.store = to_storage(out);
       entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
       return out;
     }
     case Action::kReuse:
       age(entry, d);
-      return entry.store;
+      return from_storage(entry.store, x);
     case Action::kPartial:
       if (d.tokens > 0) {
         auto fresh = module(x, d.indices, nullptr);  // [B, k, C']: the selected tokens only
-        entry.store.scatter_(1, d.indices.unsqueeze(-1).expand({B, d.tokens, fresh.size(2)}), fresh.to(entry.store.scalar_type()));
+        auto index = d.indices.to(entry.store.device()).unsqueeze(-1).expand({B, d.tokens, fresh.size(2)});
+        entry.store.scatter_(1, index, fresh.to(entry.store.device(), entry.store.scalar_type()));
       }
       age(entry, d);
-      return entry.store;
+      return from_storage(entry.store, x);
   }
-  return entry.store;
+  return from_storage(entry.store, x);
+}
+
+at::Tensor CacheContext::to_storage(const at::Tensor& t) const {
+  if (!storage_.dtype && !storage_.device) return t;
+  return t.to(storage_.device.value_or(t.device()), storage_.dtype.value_or(t.scalar_type()));
+}
+
+at::Tensor CacheContext::from_storage(const at::Tensor& stored, const at::Tensor& like) {
+  // A no-op (the same tensor) when the store is kept as computed.
+  return stored.to(like.device(), like.scalar_type());
 }
 
 at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& block) {
@@ -206,11 +217,11 @@ at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const 
   count(entry, d, x);
   if (d.action == Action::kReuse) {
     age(entry, d);
-    return x + entry.store;
+    return x + from_storage(entry.store, x);
   }
   auto out = block(x);
   if (!policy_->stores()) return out;
-  entry.store = out - x;  // [B, N, C] the block's residual update
+  entry.store = to_storage(out - x);  // [B, N, C] the block's residual update
   entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
   return out;
 }
@@ -222,7 +233,7 @@ RunSummary CacheContext::summary() const {
   for (const auto& step : steps_) {
     s.flops += step.flops;
     s.full_flops += step.full_flops;
-    s.tokens_total += run_.depth * module_sites * run_.batch * per_row;
+    s.tokens_total += run_.depth * run_.block_kinds * module_sites * run_.batch * per_row;
     for (const auto& r : step.sites) {
       const int64_t weight = r.site.kind == SiteKind::kBlock ? module_sites : 1;
       s.tokens_computed += weight * r.tokens * run_.batch;

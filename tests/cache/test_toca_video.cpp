@@ -14,6 +14,7 @@
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/sampling/rflow.h"
+#include "cache/video_run.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -71,58 +72,16 @@ TEST(ToCaVideo, RefusesDiTOnlyOptionsOnSTDiT3) {
   EXPECT_EQ(make_policy("toca")->to_string(), "toca:ratio=auto,interval=0,schedule=auto,mode=reference,weight=0.25,bonus=auto,grid=2");
 }
 
-// A cached rflow run of the tiny STDiT3 with the reference's CFG batch.
-struct TinyVideoRun {
-  STDiT3 model{nullptr};
-  std::unique_ptr<WeightFile> fixture;
-  int64_t n = 0, frames = 0;
-
-  TinyVideoRun() {
-    auto weights = open_weights(test::shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
-    model = STDiT3(STDiT3Config::from_weights(*weights));
-    model->load(*weights);
-    model->eval();
-    fixture = open_weights(test::shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
-    n = fixture->load("z_init").size(0);
-    frames = fixture->load("z_init").size(2);
-  }
-
-  at::Tensor sample(CacheContext* cache, int steps) {
-    RFlowSchedule s;
-    s.num_steps = steps;
-    s.height = 32;
-    s.width = 48;
-    s.num_frames = 17;
-    STDiT3Inputs in;
-    in.y = fixture->load("model_y");
-    in.mask = fixture->load("model_mask");
-    in.fps = fixture->load("fps");
-    in.height = 32;
-    in.width = 48;
-    if (cache) cache->begin_run(stdit3_run_info(model->config(), 2 * n, true, frames, 2, 3, steps, "rflow"));
-    at::NoGradGuard no_grad;
-    return rflow_sample(fixture->load("z_init"), rflow_timesteps(s), 1000, 7.0, [&](const at::Tensor& z, const at::Tensor& t, int step) {
-      in.x = z;
-      in.timestep = t;
-      if (cache) cache->begin_step({step, step});
-      auto out = model->forward(in, cache).narrow(1, 0, 4);
-      if (cache) cache->end_step();
-      return out;
-    });
-  }
-};
-
 TEST(ToCaVideo, TinyRunFollowsTheScheduleAndSharesTokensAcrossCfgHalves) {
-  DITCACHE_REQUIRE_SHARED_FIXTURE(test::shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
-  DITCACHE_REQUIRE_SHARED_FIXTURE(test::shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
-  TinyVideoRun run;
+  DITCACHE_REQUIRE_TINY_VIDEO();
+  test::TinyVideoRun run;
   CacheContext cache(make_policy("toca"), /*trace=*/true);
   const int steps = 8;
   auto cached = run.sample(&cache, steps);
   auto uncached = run.sample(nullptr, steps);
   EXPECT_TRUE(at::isfinite(cached).all().item<bool>());
   EXPECT_FALSE(at::equal(cached, uncached));  // caching did change something
-  const int64_t tokens = run.frames * 6;  // 5 frames x 2 x 3 patches
+  const int64_t tokens = run.tokens();  // 5 frames x 2 x 3 patches
   const auto& records = cache.steps();
   ASSERT_EQ(records.size(), static_cast<size_t>(steps));
   for (int step = 0; step < steps; ++step) {
@@ -168,6 +127,7 @@ TEST(ToCaVideo, TinyRunFollowsTheScheduleAndSharesTokensAcrossCfgHalves) {
   // FLOPs: a partial step costs less than a full one, and the run less than uncached.
   EXPECT_LT(records[4].flops, records[3].flops);
   EXPECT_GT(cache.summary().flops_speedup(), 1.0);
+  EXPECT_LT(cache.summary().computed_share(), 1.0);
 }
 
 }  // namespace

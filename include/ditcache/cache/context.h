@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -51,6 +52,14 @@ using TokenModule = std::function<at::Tensor(const at::Tensor& tokens)>;
 /// probabilities [B, N, L]).
 using AttentionModule = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& queries, at::Tensor* column_sums)>;
 
+/// Where and how the stored module outputs are kept (the cache's memory bound). Unset fields keep
+/// the model's dtype and device. Outputs are converted back to the model's dtype and device
+/// whenever a step reuses them.
+struct CacheStorage {
+  std::optional<at::ScalarType> dtype;  ///< e.g. at::kHalf or at::kBFloat16: half the memory of fp32
+  std::optional<at::Device> device;     ///< e.g. at::kCPU: keep the cache in host memory (offload)
+};
+
 /// Per-run cache state and execution of a policy's decisions.
 class CacheContext {
  public:
@@ -70,6 +79,10 @@ class CacheContext {
   /// summed over batch rows and steps (a token computed in every step of every row counts
   /// steps x rows).
   std::vector<std::pair<Site, at::Tensor>> token_counts() const;
+
+  /// How stored outputs are kept (set before begin_run); the default keeps them as computed.
+  void set_storage(const CacheStorage& storage) { storage_ = storage; }
+  const CacheStorage& storage() const { return storage_; }
 
   /// FLOPs-only mode: sites are decided and counted, no tensor is computed.
   void set_dry(bool dry) { dry_ = dry; }
@@ -115,11 +128,14 @@ class CacheContext {
   void age(Entry& entry, const SiteDecision& d);
   Entry& entry(const Site& site);
   void count(Entry& entry, const SiteDecision& d, const at::Tensor& x);
+  at::Tensor to_storage(const at::Tensor& t) const;
+  static at::Tensor from_storage(const at::Tensor& stored, const at::Tensor& like);
 
   std::shared_ptr<CachePolicy> policy_;
   bool trace_ = false;
   bool dry_ = false;
   bool count_tokens_ = false;
+  CacheStorage storage_;
   RunInfo run_;
   std::unordered_map<uint32_t, Entry> entries_;
   at::Tensor step_output_;

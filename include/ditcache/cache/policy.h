@@ -20,6 +20,7 @@ namespace ditcache {
 struct RunInfo {
   std::string model;              ///< "DiT", "PixArt", "STDiT3"
   int depth = 0;                  ///< blocks (per block kind)
+  int block_kinds = 1;            ///< block kinds per layer: 1, or 2 for STDiT3 (spatial and temporal)
   int64_t batch = 0;              ///< rows of the model batch, CFG halves included
   bool cfg = false;               ///< batch is [cond; uncond]
   int64_t num_tokens = 0;         ///< tokens per row at every site

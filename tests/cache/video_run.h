@@ -1,0 +1,71 @@
+#pragma once
+// A cached rflow run of the tiny STDiT3 of the shared OpenSora fixtures, with the reference's CFG
+// batch (captions, masks and initial noise of rflow_tiny_sampling.safetensors; 32x48 px, 17 frames).
+#include <memory>
+
+#include <ATen/ATen.h>
+
+#include "ditcache/cache/context.h"
+#include "ditcache/io/weights.h"
+#include "ditcache/models/stdit3.h"
+#include "ditcache/sampling/rflow.h"
+#include "test_util.h"
+
+namespace ditcache::test {
+
+#define DITCACHE_REQUIRE_TINY_VIDEO()                                                                   \
+  do {                                                                                                  \
+    DITCACHE_REQUIRE_SHARED_FIXTURE(::ditcache::test::shared_fixture("opensora/stdit3_tiny_weights.safetensors")); \
+    DITCACHE_REQUIRE_SHARED_FIXTURE(::ditcache::test::shared_fixture("opensora/rflow_tiny_sampling.safetensors")); \
+  } while (0)
+
+struct TinyVideoRun {
+  STDiT3 model{nullptr};
+  std::unique_ptr<WeightFile> fixture;
+  int64_t n = 0, frames = 0;
+  static constexpr int64_t kGridH = 2, kGridW = 3;  // 4x6 latent, patch 2
+
+  TinyVideoRun() {
+    auto weights = open_weights(shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
+    model = STDiT3(STDiT3Config::from_weights(*weights));
+    model->load(*weights);
+    model->eval();
+    fixture = open_weights(shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
+    n = fixture->load("z_init").size(0);
+    frames = fixture->load("z_init").size(2);
+  }
+
+  int64_t tokens() const { return frames * kGridH * kGridW; }
+
+  /// The latents after `steps` rflow steps with guidance 7, every forward through `cache` (if any).
+  at::Tensor sample(CacheContext* cache, int steps) {
+    RFlowSchedule s;
+    s.num_steps = steps;
+    s.height = 32;
+    s.width = 48;
+    s.num_frames = 17;
+    STDiT3Inputs in;
+    in.y = fixture->load("model_y");
+    in.mask = fixture->load("model_mask");
+    in.fps = fixture->load("fps");
+    in.height = 32;
+    in.width = 48;
+    if (cache) cache->begin_run(stdit3_run_info(model->config(), 2 * n, true, frames, kGridH, kGridW, steps, "rflow"));
+    at::NoGradGuard no_grad;
+    return rflow_sample(fixture->load("z_init"), rflow_timesteps(s), 1000, 7.0, [&](const at::Tensor& z, const at::Tensor& t, int step) {
+      in.x = z;
+      in.timestep = t;
+      at::Tensor out;
+      if (cache && cache->begin_step({step, step}) == StepMode::kReuseOutput) {
+        out = cache->step_output();
+      } else {
+        out = model->forward(in, cache).narrow(1, 0, 4);
+        if (cache) cache->set_step_output(out);
+      }
+      if (cache) cache->end_step();
+      return out;
+    });
+  }
+};
+
+}  // namespace ditcache::test
