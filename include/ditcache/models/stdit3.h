@@ -202,4 +202,13 @@ RunInfo stdit3_run_info(const STDiT3Config& config, int64_t rows, bool cfg, int6
 double stdit3_block_flops(const STDiT3Config& config, BlockKind kind, int64_t rows, int64_t frames, int64_t tokens,
                           int64_t caption_tokens, int64_t attn_queries, int64_t cross_queries, int64_t mlp_tokens);
 
+/// FLOPs-only (dry) count of one STDiT3 step: walks the spatial then the temporal block of every
+/// layer through `cache.decide_dry` (self-attention, cross-attention, MLP per block; one kBlock
+/// site per block when the policy uses block sites) and adds stdit3_block_flops of what a real
+/// forward would run; a kReuseOutput step adds 0 of the full cost. `rows` model rows, `frames` x
+/// (`gh` x `gw`) tokens, `caption_tokens` caption length L. Call between begin_step and end_step
+/// of a context in dry mode.
+void count_stdit3_step_flops(const STDiT3Config& config, CacheContext& cache, int64_t rows, int64_t frames, int64_t gh,
+                             int64_t gw, int64_t caption_tokens);
+
 }  // namespace ditcache
