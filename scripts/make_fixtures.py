@@ -2,13 +2,14 @@
 """Regenerates every committed test fixture under tests/fixtures/ from the reference Python
 implementations. CI never runs this; it needs python3 with torch, safetensors, diffusers and timm,
 a checkout of facebookresearch/DiT for the original DiT numerics, and one of Shenyi-Z/ToCa for the
-official ToCa runs:
+official ToCa runs; the t5 part needs transformers, sentencepiece and protobuf (and diffusers,
+beautifulsoup4, ftfy for the caption-cleaning cases):
 
-    pip install torch safetensors diffusers timm
+    pip install torch safetensors diffusers timm transformers sentencepiece protobuf beautifulsoup4 ftfy
     git clone https://github.com/facebookresearch/DiT /tmp/DiT
     git clone https://github.com/Shenyi-Z/ToCa /tmp/ToCa
     python3 scripts/make_fixtures.py --dit-repo /tmp/DiT --toca-repo /tmp/ToCa   # everything
-    python3 scripts/make_fixtures.py --only io,vae                    # a subset (dit needs --dit-repo)
+    python3 scripts/make_fixtures.py --only io,vae,t5                 # a subset (dit needs --dit-repo)
 """
 import argparse
 import os
@@ -21,7 +22,8 @@ fixtures = os.path.join(here, "..", "tests", "fixtures")
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--dit-repo", help="checkout of facebookresearch/DiT (models.py, diffusion/)")
 ap.add_argument("--toca-repo", help="checkout of Shenyi-Z/ToCa (DiT-ToCa/) for the ToCa parity runs")
-ap.add_argument("--only", default="io,vae,dit,toca", help="comma-separated subset of io, vae, dit, toca")
+ap.add_argument("--only", default="io,vae,dit,toca,t5",
+                help="comma-separated subset of io, vae, dit, toca, t5")
 args = ap.parse_args()
 
 for part in args.only.split(","):
@@ -44,6 +46,9 @@ for part in args.only.split(","):
             sys.exit("make_fixtures: the toca fixtures need --toca-repo (a checkout of Shenyi-Z/ToCa)")
         import toca_fixtures
         toca_fixtures.make(os.path.join(fixtures, "toca"), args.toca_repo)
+    elif part == "t5":
+        import t5_fixtures
+        t5_fixtures.make(os.path.join(fixtures, "t5"))
     else:
-        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae, dit or toca")
+        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae, dit, toca or t5")
     print(f"regenerated tests/fixtures/{part}")
