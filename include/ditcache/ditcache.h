@@ -24,4 +24,5 @@
 #include "ditcache/pipeline.h"
 #include "ditcache/pipeline_opensora.h"
 #include "ditcache/plot.h"
+#include "ditcache/video.h"
 #include "ditcache/sampling/gaussian_diffusion.h"
