@@ -1,0 +1,292 @@
+// sample_opensora: text-to-video with OpenSora 1.2's STDiT3 and its video VAE, from C++.
+//
+//   sample_opensora --weights OpenSora-STDiT-v3/model.safetensors --vae OpenSora-VAE-v1.2/model.safetensors \
+//                   --embeddings prompts.safetensors --resolution 240p --aspect-ratio 9:16 --frames 51 \
+//                   --cache toca --output sample.mp4
+//
+// The T5 text encoder is not part of ditcache yet: captions come as precomputed T5 embeddings
+// (`--embeddings`, a safetensors file with 'y' [n, L, 4096] and 'mask' [n, L]).
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/cli_util.h"
+#include "ditcache/ditcache.h"
+#include "ditcache/models/stdit3.h"
+#include "ditcache/pipeline_opensora.h"
+#include "ditcache/video.h"
+
+using namespace ditcache;
+using namespace ditcache::cli;
+namespace fs = std::filesystem;
+
+namespace {
+
+// OpenSora's aspect-ratio buckets (opensora/datasets/aspect.py, v1.2): "H:W" names, ratio keys
+// H/W, and per resolution the (height, width) of each key.
+const std::vector<std::pair<std::string, std::string>> kAspectNames = {
+    {"3:8", "0.38"},  {"9:21", "0.43"}, {"12:25", "0.48"}, {"1:2", "0.50"}, {"9:17", "0.53"}, {"27:50", "0.54"},
+    {"9:16", "0.56"}, {"5:8", "0.62"},  {"2:3", "0.67"},   {"3:4", "0.75"}, {"1:1", "1.00"},  {"4:3", "1.33"},
+    {"3:2", "1.50"},  {"16:9", "1.78"}, {"17:9", "1.89"},  {"2:1", "2.00"}};
+const std::vector<std::string> kRatioKeys = {"0.38", "0.43", "0.48", "0.50", "0.53", "0.54", "0.56", "0.62", "0.67",
+                                             "0.75", "1.00", "1.33", "1.50", "1.78", "1.89", "2.00", "2.08"};
+using Sizes = std::vector<std::pair<int, int>>;
+const std::map<std::string, Sizes> kResolutions = {
+    {"144p", {{117, 312}, {125, 291}, {133, 277}, {135, 270}, {139, 262}, {141, 260}, {144, 256}, {151, 241}, {156, 234},
+              {166, 221}, {192, 192}, {221, 165}, {235, 156}, {256, 144}, {263, 139}, {271, 135}, {277, 132}}},
+    {"240p", {{196, 522}, {210, 490}, {222, 462}, {226, 452}, {232, 438}, {236, 436}, {240, 426}, {252, 404}, {262, 393},
+              {276, 368}, {320, 320}, {370, 278}, {392, 262}, {426, 240}, {440, 232}, {452, 226}, {462, 222}}},
+    {"360p", {{294, 784}, {314, 732}, {332, 692}, {340, 680}, {350, 662}, {352, 652}, {360, 640}, {380, 608}, {392, 588},
+              {416, 554}, {480, 480}, {554, 416}, {588, 392}, {640, 360}, {660, 350}, {678, 340}, {692, 332}}},
+    {"480p", {{392, 1046}, {420, 980}, {444, 925}, {452, 904}, {466, 880}, {470, 870}, {480, 854}, {506, 810}, {522, 784},
+              {554, 738}, {640, 640}, {740, 555}, {784, 522}, {854, 480}, {880, 466}, {906, 454}, {924, 444}}},
+    {"720p", {{588, 1568}, {628, 1466}, {666, 1388}, {678, 1356}, {698, 1318}, {706, 1306}, {720, 1280}, {758, 1212},
+              {784, 1176}, {832, 1110}, {960, 960}, {1108, 832}, {1176, 784}, {1280, 720}, {1320, 698}, {1358, 680},
+              {1386, 666}}}};
+
+// --resolution and --aspect-ratio -> (height, width) pixels.
+std::pair<int64_t, int64_t> bucket_size(const std::string& resolution, const std::string& aspect) {
+  auto res = kResolutions.find(resolution);
+  if (res == kResolutions.end()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("--resolution '{}' is not known; expected 144p, 240p, 360p, 480p or 720p (or --height/--width)", resolution));
+  }
+  std::string key = aspect;
+  for (const auto& [name, value] : kAspectNames) {
+    if (name == aspect) key = value;
+  }
+  for (size_t i = 0; i < kRatioKeys.size(); ++i) {
+    if (kRatioKeys[i] == key) return {res->second[i].first, res->second[i].second};
+  }
+  std::string names;
+  for (const auto& [name, value] : kAspectNames) names += (names.empty() ? "" : ", ") + name;
+  throw Error(ErrorCode::kInvalidArgument,
+              fmt::format("--aspect-ratio '{}' is not known; expected OpenSora's H:W names ({}; \"9:16\" is landscape, "
+                          "H/W = 0.56) or a ratio key such as 0.56 or 2.08",
+                          aspect, names));
+}
+
+// --config: a preset name or a JSON file; without it, the architecture of the weights.
+STDiT3Config resolve_config(const std::string& config_arg, const WeightFile* weights) {
+  if (config_arg.empty()) return STDiT3Config::from_weights(*weights);
+  const bool json = config_arg.size() > 5 && config_arg.compare(config_arg.size() - 5, 5, ".json") == 0;
+  if (!json) return STDiT3Config::preset(config_arg);
+  require_file(config_arg, "--config file");
+  std::ifstream in(config_arg);
+  std::stringstream text;
+  text << in.rdbuf();
+  return STDiT3Config::from_json(text.str(), config_arg);
+}
+
+// The output path of sample i of n: the path itself for one sample, else "<stem>_<i><ext>".
+std::string sample_path(const std::string& output, int64_t i, int64_t n) {
+  if (n == 1) return output;
+  const fs::path p(output);
+  return (p.parent_path() / fmt::format("{}_{}{}", p.stem().string(), i, p.extension().string())).string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sample videos with OpenSora 1.2 (STDiT3 + the OpenSora video VAE) from precomputed T5 embeddings."};
+  std::string weights, config_arg, vae_path, embeddings, prompt, resolution = "240p", aspect = "9:16";
+  std::string device_arg = "cpu", dtype_arg = "fp32", output, init_noise, save_latents, cache_spec = "none", trace_path;
+  std::string shift_dtype = "auto";
+  int64_t height = 0, width = 0, frames = 51, seed = 0;
+  int steps = 30, threads = 0;
+  double fps = 24, guidance = 7.0;
+  bool quiet = false, flops_only = false, random_weights = false;
+  app.add_option("--weights", weights, "STDiT3 weights (OpenSora-STDiT-v3 model.safetensors; not needed for --flops-only --config)");
+  app.add_option("--config", config_arg, "preset name (STDiT3-XL/2, STDiT3-3B/2) or config JSON; default: detected from the weights");
+  app.add_flag("--random-weights", random_weights, "with --config: random weights (seeded by --seed), for speed-only runs");
+  app.add_option("--vae", vae_path, "OpenSora VAE v1.2 weights (safetensors); without it only latents are written (--save-latents)");
+  app.add_option("--embeddings", embeddings, "safetensors with the T5 output 'y' [n, L, C] and its mask 'mask' [n, L]; one video per row");
+  app.add_option("--prompt", prompt, "a text prompt (needs the T5 encoder, which this build does not have yet: use --embeddings)");
+  app.add_option("--resolution", resolution, "144p, 240p, 360p, 480p or 720p (with --aspect-ratio)")->capture_default_str();
+  app.add_option("--aspect-ratio", aspect, "OpenSora's H:W name (9:16 is landscape: 240p -> 240x426; 1:1, 16:9, ...) or a key such as 0.56")
+      ->capture_default_str();
+  app.add_option("--height", height, "pixel height (with --width; overrides --resolution/--aspect-ratio)");
+  app.add_option("--width", width, "pixel width (with --height)");
+  app.add_option("--frames", frames, "pixel frames: 1 (an image) or >= 17 (51 = 2 s)")->capture_default_str();
+  app.add_option("--fps", fps, "frames per second (the model is told 120 for an image)")->capture_default_str();
+  app.add_option("--steps", steps, "sampling steps")->capture_default_str();
+  app.add_option("--guidance", guidance, "classifier-free guidance scale")->capture_default_str();
+  app.add_option("--seed", seed, "random seed")->capture_default_str();
+  app.add_option("--shift-dtype", shift_dtype, "dtype of the timestep shift's size arguments: fp32, bf16 (the released bf16 "
+                                               "config) or auto (bf16 with --dtype bf16)")->capture_default_str();
+  app.add_option("--cache", cache_spec, "cache policy POLICY[:k=v,...]: none, fora, toca, random (docs/caching.md)")->capture_default_str();
+  app.add_option("--device", device_arg, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--dtype", dtype_arg, "fp32 (cpu, cuda), fp16 or bf16 (cuda)")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  app.add_option("--output", output, "FILE.mp4, FILE.gif or a folder of PNG frames (n > 1 videos: <stem>_<i>); default sample.mp4 "
+                                     "(sample.gif without FFmpeg)");
+  app.add_option("--init-noise", init_noise, "safetensors file whose tensor 'noise' [n, 4, T_lat, h, w] is the initial noise");
+  app.add_option("--save-latents", save_latents, "write the final latents to this safetensors file (tensor 'latents')");
+  app.add_option("--trace", trace_path, "write a JSON trace: per step and site the action and selected tokens");
+  app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
+  app.add_flag("--quiet", quiet, "no progress bar");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!prompt.empty()) {
+      throw Error(ErrorCode::kUnsupported, "--prompt: the T5 encoder is not part of this build yet; pass --embeddings FILE "
+                                           "(safetensors with the T5 output 'y' [n, L, 4096] and 'mask' [n, L])");
+    }
+    const auto device = parse_device(device_arg, "--device");
+    const auto dtype = parse_dtype(dtype_arg, "--dtype");
+    if (device.is_cpu() && dtype != at::kFloat) {
+      throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
+    }
+    if (shift_dtype != "auto" && shift_dtype != "fp32" && shift_dtype != "bf16") {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--shift-dtype '{}': expected auto, fp32 or bf16", shift_dtype));
+    }
+    set_threads(threads, /*all_cores=*/true);
+    auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
+    CacheContext cache(policy, !trace_path.empty());
+    if (random_weights && (config_arg.empty() || !weights.empty())) {
+      throw Error(ErrorCode::kInvalidArgument, "--random-weights needs --config and no --weights");
+    }
+    if (weights.empty() && !((flops_only || random_weights) && !config_arg.empty())) {
+      throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
+    }
+    if ((height > 0) != (width > 0) || height < 0 || width < 0) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--height and --width go together and must be > 0, found {} x {}", height, width));
+    }
+    const auto [bucket_h, bucket_w] = height > 0 ? std::pair<int64_t, int64_t>{height, width} : bucket_size(resolution, aspect);
+
+    STDiT3SampleOptions options;
+    options.height = bucket_h;
+    options.width = bucket_w;
+    options.num_frames = frames;
+    options.fps = fps;
+    options.steps = steps;
+    options.guidance = guidance;
+    options.seed = static_cast<uint64_t>(seed);
+    options.bf16_time_shift = shift_dtype == "bf16" || (shift_dtype == "auto" && dtype == at::kBFloat16);
+    if (!embeddings.empty()) {
+      require_file(embeddings, "--embeddings file");
+      auto file = open_weights(embeddings);
+      if (!file->contains("y")) {
+        throw Error(ErrorCode::kNotFound, fmt::format("--embeddings {}: no tensor 'y' (the T5 output [n, L, C]); it has: {}", embeddings,
+                                                      fmt::join(file->names(), ", ")));
+      }
+      options.y = file->load("y").to(at::kFloat);
+      if (file->contains("mask")) options.mask = file->load("mask");
+    }
+
+    if (flops_only) {
+      const auto probe = config_arg.empty() ? open_weights(weights) : nullptr;  // shapes only, no tensor read
+      const STDiT3Config config = resolve_config(config_arg, probe.get());
+      simulate_stdit3(config, options, cache);
+      const auto s = cache.summary();
+      const auto latent = opensora_latent_size(frames, bucket_h, bucket_w);
+      std::cout << fmt::format("{} {} {} steps, {}x{} px, {} frames (latent {}x{}x{}), batch {}: {:.3f} TFLOPs of {:.3f} uncached, "
+                               "FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
+                               config.name, policy->to_string(), cache.steps().size(), bucket_h, bucket_w, frames, latent[0],
+                               latent[1], latent[2], cache.run_info().batch, s.flops * 1e-12, s.full_flops * 1e-12,
+                               s.flops_speedup(), 100 * s.computed_share());
+      if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+      return 0;
+    }
+    if (embeddings.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "no captions: pass --embeddings FILE (safetensors with the T5 output 'y' [n, L, C] and "
+                                               "'mask' [n, L]); the T5 encoder is not part of this build yet");
+    }
+    if (vae_path.empty() && save_latents.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output) or --save-latents");
+    }
+    if (!vae_path.empty()) {
+      if (output.empty()) output = mp4_supported() ? "sample.mp4" : "sample.gif";
+      // Check the output before the long run: its format, and that its folder exists.
+      if (video_format_of(output) == VideoFormat::kMP4 && !mp4_supported()) {
+        throw Error(ErrorCode::kUnsupported, fmt::format("--output {}: ditcache was built without FFmpeg; write .gif or a folder of PNG "
+                                                         "frames instead", output));
+      }
+      const auto parent = fs::path(output).parent_path();
+      if (!parent.empty() && !fs::is_directory(parent)) {
+        throw Error(ErrorCode::kNotFound, fmt::format("--output {}: the folder '{}' does not exist", output, parent.string()));
+      }
+      require_file(vae_path, "--vae file");
+    } else if (!output.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "--output needs --vae (without a decoder only --save-latents can be written)");
+    }
+    if (!random_weights) require_file(weights, "--weights file");
+
+    std::unique_ptr<WeightFile> file = random_weights ? nullptr : open_weights(weights);
+    const STDiT3Config config = resolve_config(config_arg, file.get());
+    at::manual_seed(static_cast<uint64_t>(seed));
+    STDiT3 model(config);
+    if (file) model->load(*file);
+    model->eval();
+    model->to(device, dtype);
+
+    // The VAE loads before sampling, so a bad file fails fast.
+    OpenSoraVAE vae{nullptr};
+    if (!vae_path.empty()) {
+      auto vae_file = open_weights(vae_path);
+      vae = OpenSoraVAE(OpenSoraVAEConfig::from_weights(*vae_file));
+      vae->load(*vae_file);
+      vae->eval();
+      vae->to(device, dtype);
+    }
+
+    if (!init_noise.empty()) {
+      require_file(init_noise, "--init-noise file");
+      auto noise_file = open_weights(init_noise);
+      if (!noise_file->contains("noise")) {
+        throw Error(ErrorCode::kNotFound, fmt::format("--init-noise {}: no tensor 'noise' [n, 4, T_lat, h, w]", init_noise));
+      }
+      options.init_noise = noise_file->load("noise");
+    }
+    options.cache = &cache;
+    double forward_seconds = 0;
+    options.forward_seconds = &forward_seconds;
+    const auto start = std::chrono::steady_clock::now();
+    if (!quiet) options.progress = [&](int64_t done, int64_t total) { progress_bar(done, total, start); };
+    auto latents = sample_stdit3(model, options);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    if (!save_latents.empty()) {
+      write_safetensors(save_latents, {{"latents", latents.cpu()}},
+                        {{"weights", weights}, {"config", config.name}, {"height", std::to_string(bucket_h)},
+                         {"width", std::to_string(bucket_w)}, {"num_frames", std::to_string(frames)}});
+    }
+    std::vector<std::string> written;
+    if (vae) {
+      at::NoGradGuard no_grad;
+      const int64_t n = latents.size(0);
+      for (int64_t i = 0; i < n; ++i) {
+        auto video = vae->decode(latents.narrow(0, i, 1), frames);  // [1, 3, F, H, W]
+        const auto path = sample_path(output, i, n);
+        write_video(path, video[0].permute({1, 0, 2, 3}).to(at::kFloat), fps);  // [F, 3, H, W]
+        written.push_back(path);
+      }
+    }
+    if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+    const auto s = cache.summary();
+    std::cout << fmt::format("{} videos of {}x{} px, {} frames with {} ({} steps, guidance {}) in {:.2f} s (model {:.2f} s){}{}\n",
+                             latents.size(0), bucket_h, bucket_w, frames, config.name, steps, guidance, seconds, forward_seconds,
+                             written.empty() ? "" : " -> " + fmt::format("{}", fmt::join(written, ", ")),
+                             save_latents.empty() ? "" : ", latents -> " + save_latents);
+    std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
+                             "cache memory {:.1f} MiB\n",
+                             policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
+                             100 * s.computed_share(), s.cache_bytes / 1048576.0);
+  } catch (const Error& e) {
+    std::cerr << "sample_opensora: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "sample_opensora: unexpected error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}
