@@ -18,7 +18,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Debian packages, installed only when missing.
 packages=(cmake g++ make pkg-config python3 python3-venv libfmt-dev libspdlog-dev nlohmann-json3-dev
-          libcli11-dev libpng-dev libgtest-dev libgmock-dev
+          libcli11-dev libpng-dev libgtest-dev libgmock-dev libsentencepiece-dev
           libavcodec-dev libavformat-dev libswscale-dev libavutil-dev)  # FFmpeg: MP4 output (optional)
 [ "$torch_kind" = debian ] && packages+=(libtorch-dev libopenblas0-openmp)
 missing=()
