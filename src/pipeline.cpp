@@ -114,8 +114,8 @@ at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
     if (cache) cache->end_step();
     // DiT draws one noise tensor of the batch's shape every step, DDIM included.
     auto noise = at::randn(x.sizes(), generator, at::TensorOptions().dtype(at::kFloat)).to(device);
-    x = options.sampler == SamplerKind::kDDIM ? diffusion.ddim_step(x, out, k, noise, options.ddim_eta)
-                                              : diffusion.ddpm_step(x, out, k, noise);
+    x = options.sampler == SamplerKind::kDDIM ? diffusion.ddim_step(x, out, k, noise, options.ddim_eta, options.clip_denoised)
+                                              : diffusion.ddpm_step(x, out, k, noise, options.clip_denoised);
     if (options.progress) options.progress(steps - k, steps);
   }
   return cfg ? x.narrow(0, 0, n).contiguous() : x;

@@ -29,6 +29,9 @@ struct DiTSampleOptions {
   std::string respacing;                ///< overrides `steps` with a DiT respacing string ("250", "ddim50", "10,20")
   double guidance_scale = 4.0;          ///< classifier-free guidance; <= 1 disables it (no null batch)
   double ddim_eta = 0.0;
+  /// Clamp each step's x0 prediction to [-1, 1] (DiT's clip_denoised; sample.py leaves it off for
+  /// latents; pixel-space models such as the embedded shapes10 DiT want it on).
+  bool clip_denoised = false;
   uint64_t seed = 0;
   /// Initial noise [n, C, H, W], replacing the seed's first draw (the per-step noise still comes
   /// from `seed`, so passing the seed's own initial noise reproduces the seeded run exactly).

@@ -159,10 +159,11 @@ at::Tensor GaussianDiffusion::predict_x0(const at::Tensor& x, const at::Tensor& 
 }
 
 at::Tensor GaussianDiffusion::ddpm_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k,
-                                        const at::Tensor& noise) const {
+                                        const at::Tensor& noise, bool clip_denoised) const {
   at::Tensor var_values;
   auto eps = split_eps(x, model_output, &var_values);
   auto x0 = predict_x0(x, eps, k);
+  if (clip_denoised) x0 = x0.clamp(-1, 1);
   auto mean = x0 * coef(posterior_mean_coef1_, k) + x * coef(posterior_mean_coef2_, k);
   if (k == 0) return mean;
   at::Tensor log_variance;
@@ -179,9 +180,10 @@ at::Tensor GaussianDiffusion::ddpm_step(const at::Tensor& x, const at::Tensor& m
 }
 
 at::Tensor GaussianDiffusion::ddim_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k,
-                                        const at::Tensor& noise, double eta) const {
+                                        const at::Tensor& noise, double eta, bool clip_denoised) const {
   auto eps_model = split_eps(x, model_output, nullptr);
   auto x0 = predict_x0(x, eps_model, k);
+  if (clip_denoised) x0 = x0.clamp(-1, 1);
   // DiT re-derives eps from x0 (identical up to rounding to the model's eps).
   const double a = alphas_cumprod_.at(static_cast<size_t>(k)), ap = alphas_cumprod_prev_.at(static_cast<size_t>(k));
   auto eps = (x * static_cast<double>(static_cast<float>(std::sqrt(1.0 / a))) - x0) /

@@ -259,6 +259,28 @@ TEST(DiTSchedule, DdimStridesAndErrors) {
   EXPECT_THROW(GaussianDiffusion::ddim(0), Error);
 }
 
+TEST(DiTSchedule, ClipDenoisedClampsTheX0Prediction) {
+  auto d = GaussianDiffusion::ddim(10);
+  const int64_t k = 5;
+  // eps chosen so that x0 = x / sqrt(abar) - eps * sqrt(1/abar - 1) is 3 everywhere (outside [-1, 1]).
+  const double a = d.alphas_cumprod()[k];
+  auto x = at::full({1, 2, 2, 2}, 0.5);
+  auto eps = (x / std::sqrt(a) - 3.0) / std::sqrt(1.0 / a - 1.0);
+  auto x0 = d.predict_x0(x, eps, k);
+  EXPECT_NEAR(x0.max().item<double>(), 3.0, 1e-4);
+  auto noise = at::zeros_like(x);
+  auto plain = d.ddim_step(x, eps, k, noise, 0.0, false);
+  auto clipped = d.ddim_step(x, eps, k, noise, 0.0, true);
+  // With x0 clamped to 1 the step is the DDIM update from x0 = 1 (and eps re-derived from it).
+  EXPECT_FALSE(at::allclose(plain, clipped));
+  auto expected_eps = (x / std::sqrt(a) - 1.0) / std::sqrt(1.0 / a - 1.0);
+  auto from_one = d.ddim_step(x, expected_eps, k, noise, 0.0, false);
+  EXPECT_TRUE(at::allclose(clipped, from_one, 1e-5, 1e-5));
+  // DDPM likewise: the posterior mean uses the clamped x0.
+  auto ddpm_clipped = d.ddpm_step(x, eps, k, noise, true);
+  EXPECT_TRUE(at::allclose(ddpm_clipped, d.ddpm_step(x, expected_eps, k, noise, false), 1e-5, 1e-5));
+}
+
 at::Tensor run_sampler(DiT& model, const std::string& respacing, SamplerKind kind, double scale) {
   DiTSampleOptions o;
   o.class_labels = {1, 7};

@@ -40,10 +40,13 @@ class GaussianDiffusion {
   /// One ancestral DDPM step k -> k-1. `model_output` [B, 2C, ...] is eps and the variance values
   /// in [-1, 1] (learned range) or [B, C, ...] eps only (fixed small variance, the posterior's
   /// clipped log variance). `noise` is the N(0, I) draw; it is not added at k = 0.
-  at::Tensor ddpm_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise) const;
+  /// `clip_denoised` clamps the x0 prediction to [-1, 1] first (DiT's p_sample clip_denoised: off
+  /// for latents, the usual choice for pixel-space models).
+  at::Tensor ddpm_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise,
+                       bool clip_denoised = false) const;
   /// One DDIM step k -> k-1 with the given eta (0 = deterministic); eps is the first C channels.
   at::Tensor ddim_step(const at::Tensor& x, const at::Tensor& model_output, int64_t k, const at::Tensor& noise,
-                       double eta = 0.0) const;
+                       double eta = 0.0, bool clip_denoised = false) const;
 
   /// Training: x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) noise for per-sample steps `k` [B] (int64,
   /// respaced indices; for the unrespaced 1000-step schedule they are the training timesteps).
