@@ -14,6 +14,7 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/models/opensora_vae.h"
 #include "ditcache/sampling/rflow.h"
+#include "ditcache/text/tokenizer.h"
 
 namespace ditcache {
 
@@ -193,6 +194,14 @@ at::Tensor sample_stdit3(STDiT3& model, const STDiT3SampleOptions& options) {
     return out.narrow(1, 0, cin);  // the velocity; the learned-sigma half is unused
   };
   return rflow_sample(z, p.timesteps, 1000, options.guidance, velocity, options.progress).contiguous();
+}
+
+std::string opensora_caption(const std::string& prompt, double aesthetic_score, bool clean) {
+  std::string text = prompt;
+  if (aesthetic_score >= 0 && text.find("aesthetic score:") == std::string::npos) {
+    text += fmt::format(" aesthetic score: {:.1f}.", aesthetic_score);
+  }
+  return preprocess_caption(text, clean);
 }
 
 }  // namespace ditcache

@@ -1,11 +1,12 @@
 // sample_opensora: text-to-video with OpenSora 1.2's STDiT3 and its video VAE, from C++.
 //
 //   sample_opensora --weights OpenSora-STDiT-v3/model.safetensors --vae OpenSora-VAE-v1.2/model.safetensors \
-//                   --embeddings prompts.safetensors --resolution 240p --aspect-ratio 9:16 --frames 51 \
-//                   --cache toca --output sample.mp4
+//                   --t5 t5-v1_1-xxl/ --prompt "a red panda eating bamboo" --resolution 240p --aspect-ratio 9:16 \
+//                   --frames 51 --cache toca --output sample.mp4
 //
-// The T5 text encoder is not part of ditcache yet: captions come as precomputed T5 embeddings
-// (`--embeddings`, a safetensors file with 'y' [n, L, 4096] and 'mask' [n, L]).
+// Captions come from prompts through the native T5 encoder (`--t5`, a Hugging Face T5EncoderModel
+// folder, index or file; the tokenizer's spiece.model beside it or `--tokenizer`), or as
+// precomputed T5 embeddings (`--embeddings`, a safetensors file with 'y' [n, L, 4096] and 'mask' [n, L]).
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -97,8 +98,12 @@ std::string sample_path(const std::string& output, int64_t i, int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Sample videos with OpenSora 1.2 (STDiT3 + the OpenSora video VAE) from precomputed T5 embeddings."};
-  std::string weights, config_arg, vae_path, embeddings, prompt, resolution = "240p", aspect = "9:16";
+  CLI::App app{"Sample videos with OpenSora 1.2 (STDiT3 + the OpenSora video VAE) from prompts (T5) or T5 embeddings."};
+  std::string weights, config_arg, vae_path, embeddings, resolution = "240p", aspect = "9:16";
+  std::vector<std::string> prompts;
+  std::string t5_path, tokenizer_path, cache_dtype = "model";
+  double aesthetic_score = 6.5;
+  bool no_clean = false, cache_on_host = false;
   std::string device_arg = "cpu", dtype_arg = "fp32", output, init_noise, save_latents, cache_spec = "none", trace_path;
   std::string shift_dtype = "auto";
   int64_t height = 0, width = 0, frames = 51, seed = 0;
@@ -110,7 +115,15 @@ int main(int argc, char** argv) {
   app.add_flag("--random-weights", random_weights, "with --config: random weights (seeded by --seed), for speed-only runs");
   app.add_option("--vae", vae_path, "OpenSora VAE v1.2 weights (safetensors); without it only latents are written (--save-latents)");
   app.add_option("--embeddings", embeddings, "safetensors with the T5 output 'y' [n, L, C] and its mask 'mask' [n, L]; one video per row");
-  app.add_option("--prompt", prompt, "a text prompt (needs the T5 encoder, which this build does not have yet: use --embeddings)");
+  app.add_option("--prompt", prompts, "a text prompt (repeat for several videos); needs --t5");
+  app.add_option("--t5", t5_path, "T5-v1.1-XXL encoder: a Hugging Face T5EncoderModel folder, its index JSON or a weights file");
+  app.add_option("--tokenizer", tokenizer_path, "T5 spiece.model (or its folder); default: beside --t5");
+  app.add_option("--aes", aesthetic_score, "aesthetic score appended to prompts as OpenSora 1.2 does (negative: none)")
+      ->capture_default_str();
+  app.add_flag("--no-clean-caption", no_clean, "skip the caption cleaning (prompts are only lowercased and stripped)");
+  app.add_option("--cache-dtype", cache_dtype, "dtype of the stored features: model, fp16, bf16 or fp32 (halves the cache "
+                                               "memory with fp16/bf16)")->capture_default_str();
+  app.add_flag("--cache-on-host", cache_on_host, "keep the stored features in host memory (CUDA runs)");
   app.add_option("--resolution", resolution, "144p, 240p, 360p, 480p or 720p (with --aspect-ratio)")->capture_default_str();
   app.add_option("--aspect-ratio", aspect, "OpenSora's H:W name (9:16 is landscape: 240p -> 240x426; 1:1, 16:9, ...) or a key such as 0.56")
       ->capture_default_str();
@@ -137,9 +150,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (!prompt.empty()) {
-      throw Error(ErrorCode::kUnsupported, "--prompt: the T5 encoder is not part of this build yet; pass --embeddings FILE "
-                                           "(safetensors with the T5 output 'y' [n, L, 4096] and 'mask' [n, L])");
+    if (!prompts.empty() && !embeddings.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "--prompt and --embeddings: give one source of captions, not both");
+    }
+    if (!prompts.empty() && t5_path.empty() && !flops_only) {
+      throw Error(ErrorCode::kInvalidArgument, "--prompt needs --t5 (the T5-v1.1-XXL encoder folder or weights); or pass "
+                                               "precomputed --embeddings");
     }
     const auto device = parse_device(device_arg, "--device");
     const auto dtype = parse_dtype(dtype_arg, "--dtype");
@@ -152,6 +168,15 @@ int main(int argc, char** argv) {
     set_threads(threads, /*all_cores=*/true);
     auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
     CacheContext cache(policy, !trace_path.empty());
+    CacheStorage storage;
+    if (cache_dtype == "fp16") storage.dtype = at::kHalf;
+    else if (cache_dtype == "bf16") storage.dtype = at::kBFloat16;
+    else if (cache_dtype == "fp32") storage.dtype = at::kFloat;
+    else if (cache_dtype != "model") {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--cache-dtype '{}': expected model, fp16, bf16 or fp32", cache_dtype));
+    }
+    if (cache_on_host) storage.device = at::Device(at::kCPU);
+    cache.set_storage(storage);
     if (random_weights && (config_arg.empty() || !weights.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--random-weights needs --config and no --weights");
     }
@@ -197,9 +222,24 @@ int main(int argc, char** argv) {
       if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
       return 0;
     }
-    if (embeddings.empty()) {
-      throw Error(ErrorCode::kInvalidArgument, "no captions: pass --embeddings FILE (safetensors with the T5 output 'y' [n, L, C] and "
-                                               "'mask' [n, L]); the T5 encoder is not part of this build yet");
+    if (embeddings.empty() && prompts.empty()) {
+      throw Error(ErrorCode::kInvalidArgument, "no captions: pass --prompt TEXT with --t5, or --embeddings FILE (safetensors with the "
+                                               "T5 output 'y' [n, L, C] and 'mask' [n, L])");
+    }
+    // The text encoder first (and released before the video model loads): a bad T5 or tokenizer
+    // fails fast, and the 19 GB encoder and the backbone are never in memory together.
+    if (!prompts.empty()) {
+      if (!fs::exists(t5_path)) throw Error(ErrorCode::kNotFound, fmt::format("--t5 {}: no such file or folder", t5_path));
+      if (tokenizer_path.empty()) tokenizer_path = fs::is_directory(t5_path) ? t5_path : fs::path(t5_path).parent_path().string();
+      T5Tokenizer tokenizer(tokenizer_path);
+      auto t5 = load_t5_encoder(t5_path);
+      // T5 overflows in fp16: fp32, or bf16 when the video model runs in a half type on CUDA.
+      t5->to(device, dtype == at::kFloat ? at::kFloat : at::kBFloat16);
+      std::vector<std::string> captions;
+      for (const auto& p : prompts) captions.push_back(opensora_caption(p, aesthetic_score, !no_clean));
+      auto text = encode_captions(t5, tokenizer, captions, kOpenSoraMaxTextLength);
+      options.y = text.y.cpu();
+      options.mask = text.mask.cpu();
     }
     if (vae_path.empty() && save_latents.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "nothing to write: give --vae (for --output) or --save-latents");

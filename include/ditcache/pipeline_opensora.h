@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <ATen/Tensor.h>
@@ -48,6 +49,12 @@ struct STDiT3SampleOptions {
 /// T_lat = OpenSoraVAEConfig::latent_frames(num_frames) (51 -> 15, 17 -> 5, 1 -> 1), h, w =
 /// floor(pixels / 8). Throws Error(kInvalidArgument) for sizes that give an empty latent.
 std::vector<int64_t> opensora_latent_size(int64_t num_frames, int64_t height, int64_t width);
+
+/// OpenSora 1.2's prompt conventions before T5 (models.md §3.5): " aesthetic score: 6.5." appended
+/// (the released config's `aes`; a negative score appends nothing, and a prompt that already says
+/// "aesthetic score:" is left alone), then the caption cleaning applied twice (`clean`), otherwise
+/// lowercased and stripped, as the reference's text preprocessing.
+std::string opensora_caption(const std::string& prompt, double aesthetic_score = 6.5, bool clean = true);
 
 /// Runs the rectified-flow sampling loop (rflow_timesteps, rflow_sample) and returns the latents
 /// [n, 4, T_lat, h, w] in float32 on the model's device. The model batch is the reference's CFG

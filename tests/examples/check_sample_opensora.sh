@@ -48,6 +48,23 @@ cmp -s "$work/a.st" "$work/c.st" && fail "another seed gave the same latents"
 grep -q "FLOPs speedup" "$work/out.txt" || fail "no cache summary: $(cat "$work/out.txt")"
 grep -q '"partial"' "$work/trace.json" || fail "the toca trace has no partial site"
 
+# Prompts through the native T5 encoder (the tiny T5 and tokenizer of tests/fixtures/t5): one video
+# per prompt, seeded runs repeat, another prompt changes the result, a reduced-precision cache runs.
+t5=$(cd "$(dirname "$0")/../fixtures/t5" && pwd)
+printf '{"depth": 1, "hidden_size": 48, "num_heads": 2, "caption_channels": 32, "model_max_length": 300}' >"$work/tiny300.json"
+text_base=(--config "$work/tiny300.json" --random-weights --height 32 --width 48 --frames 17 --quiet --t5 "$t5/t5_tiny.safetensors")
+text=("${text_base[@]}" --steps 3)
+"$bin" "${text[@]}" --prompt "A red panda eating bamboo" --prompt "a cat" --save-latents "$work/p1.st" >"$work/out.txt" 2>&1 \
+  || { cat "$work/out.txt"; fail "prompt run"; }
+grep -q "2 videos of 32x48 px" "$work/out.txt" || fail "prompt summary: $(cat "$work/out.txt")"
+"$bin" "${text[@]}" --prompt "A red panda eating bamboo" --prompt "a cat" --save-latents "$work/p2.st" >/dev/null 2>&1 || fail "prompt rerun"
+cmp -s "$work/p1.st" "$work/p2.st" || fail "the same prompts gave different latents"
+"$bin" "${text[@]}" --prompt "a blue whale" --prompt "a cat" --save-latents "$work/p3.st" >/dev/null 2>&1 || fail "other prompt"
+cmp -s "$work/p1.st" "$work/p3.st" && fail "another prompt gave the same latents"
+"$bin" "${text_base[@]}" --steps 6 --prompt "a cat" --cache toca --cache-dtype bf16 --save-latents "$work/p4.st" >"$work/out.txt" 2>&1 \
+  || { cat "$work/out.txt"; fail "bf16 cache run"; }
+grep -q "tokens recomputed 62.6%" "$work/out.txt" || fail "the bf16-cache ToCa run did not reuse: $(cat "$work/out.txt")"
+
 # FLOPs only on the released architecture at 480p 9:16, 51 frames: no weights, instant.
 start=$(date +%s%N)
 "$bin" --config STDiT3-XL/2 --flops-only --resolution 480p --aspect-ratio 9:16 --frames 51 --cache toca \
@@ -63,8 +80,11 @@ expect_error() {  # expect_error "fragment" args...
   [ $rc -eq 1 ] || fail "exit $rc (expected 1) for: $* -> $(cat "$work/err.txt")"
   grep -qF -- "$fragment" "$work/err.txt" || fail "message lacks '$fragment' for: $* -> $(cat "$work/err.txt")"
 }
-expect_error "the T5 encoder is not part of this build yet" "${tiny[@]}" --prompt "a cat" --save-latents "$work/x.st"
-expect_error "no captions: pass --embeddings" "${tiny[@]}" --save-latents "$work/x.st"
+expect_error "--prompt needs --t5" "${tiny[@]}" --prompt "a cat" --save-latents "$work/x.st"
+expect_error "--t5 $work/none: no such file or folder" "${tiny[@]}" --prompt "a cat" --t5 "$work/none" --save-latents "$work/x.st"
+expect_error "give one source of captions" "${tiny[@]}" --prompt "a cat" --embeddings "$work/e1.st" --save-latents "$work/x.st"
+expect_error "--cache-dtype 'int8'" "${tiny[@]}" --embeddings "$work/e1.st" --cache-dtype int8 --save-latents "$work/x.st"
+expect_error "no captions: pass --prompt TEXT with --t5, or --embeddings" "${tiny[@]}" --save-latents "$work/x.st"
 expect_error "--embeddings file '$work/none.st' does not exist" "${tiny[@]}" --embeddings "$work/none.st" --save-latents "$work/x.st"
 expect_error "--resolution '1080p' is not known" --config STDiT3-XL/2 --flops-only --resolution 1080p
 expect_error "--aspect-ratio '7:5' is not known" --config STDiT3-XL/2 --flops-only --aspect-ratio 7:5

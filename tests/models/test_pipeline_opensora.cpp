@@ -242,3 +242,17 @@ TEST(OpenSoraPipeline, BadInputsAreClearErrors) {
 
 }  // namespace
 }  // namespace ditcache
+
+namespace ditcache {
+namespace {
+
+TEST(OpenSoraPrompt, AppendsTheAestheticScoreAndCleans) {
+  EXPECT_EQ(opensora_caption("A red panda   eating bamboo"), "a red panda eating bamboo aesthetic score: 6.5.");
+  EXPECT_EQ(opensora_caption("A cat", 7), "a cat aesthetic score: 7.0.");
+  EXPECT_EQ(opensora_caption("A cat", -1), "a cat");
+  // A prompt that already carries a score keeps it; without cleaning only lower() and strip().
+  EXPECT_EQ(opensora_caption("  A Cat aesthetic score: 5.0.  ", 6.5, false), "a cat aesthetic score: 5.0.");
+}
+
+}  // namespace
+}  // namespace ditcache
