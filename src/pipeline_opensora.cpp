@@ -184,14 +184,15 @@ at::Tensor sample_stdit3(STDiT3& model, const STDiT3SampleOptions& options) {
       out = cache->step_output();
     } else {
       const auto start = sync_now(device, options.forward_seconds != nullptr);
-      out = model->forward(in, cache);  // [2n, Cout, T, h, w] float32
+      // [2n, Cout, T, h, w] float32; only the velocity is used (and kept): the learned-sigma half is unused.
+      out = model->forward(in, cache).narrow(1, 0, cin).contiguous();
       if (options.forward_seconds) {
         *options.forward_seconds += std::chrono::duration<double>(sync_now(device, true) - start).count();
       }
       if (cache) cache->set_step_output(out);
     }
     if (cache) cache->end_step();
-    return out.narrow(1, 0, cin);  // the velocity; the learned-sigma half is unused
+    return out;
   };
   return rflow_sample(z, p.timesteps, 1000, options.guidance, velocity, options.progress).contiguous();
 }

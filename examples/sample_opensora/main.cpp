@@ -8,14 +8,17 @@
 // folder, index or file; the tokenizer's spiece.model beside it or `--tokenizer`), or as
 // precomputed T5 embeddings (`--embeddings`, a safetensors file with 'y' [n, L, 4096] and 'mask' [n, L]).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -110,9 +113,12 @@ int main(int argc, char** argv) {
   int steps = 30, threads = 0;
   double fps = 24, guidance = 7.0;
   bool quiet = false, flops_only = false, random_weights = false;
+  int64_t random_captions = 0;
   app.add_option("--weights", weights, "STDiT3 weights (OpenSora-STDiT-v3 model.safetensors; not needed for --flops-only --config)");
   app.add_option("--config", config_arg, "preset name (STDiT3-XL/2, STDiT3-3B/2) or config JSON; default: detected from the weights");
   app.add_flag("--random-weights", random_weights, "with --config: random weights (seeded by --seed), for speed-only runs");
+  app.add_option("--random-captions", random_captions, "with --random-weights: N random caption embeddings of the model's full "
+                                                       "text length (speed-only runs without T5)");
   app.add_option("--vae", vae_path, "OpenSora VAE v1.2 weights (safetensors); without it only latents are written (--save-latents)");
   app.add_option("--embeddings", embeddings, "safetensors with the T5 output 'y' [n, L, C] and its mask 'mask' [n, L]; one video per row");
   app.add_option("--prompt", prompts, "a text prompt (repeat for several videos); needs --t5");
@@ -214,15 +220,40 @@ int main(int argc, char** argv) {
       simulate_stdit3(config, options, cache);
       const auto s = cache.summary();
       const auto latent = opensora_latent_size(frames, bucket_h, bucket_w);
+      // What a real run would keep: every site the schedule visits stores [rows, N, C] outputs and
+      // [rows, N] int32 ages (nothing for `none`), plus the last model output.
+      std::set<std::string> sites;
+      for (const auto& step : cache.steps())
+        for (const auto& r : step.sites) sites.insert(to_string(r.site));
+      const int64_t rows = cache.run_info().batch, tokens = cache.run_info().num_tokens;
+      const auto store_dtype = storage.dtype.value_or(dtype);
+      const double cache_bytes =
+          policy->stores() ? static_cast<double>(sites.size()) * rows * tokens *
+                                     (static_cast<double>(config.hidden_size) * at::elementSize(store_dtype) + 4) +
+                                 static_cast<double>(rows) * config.in_channels * latent[0] * latent[1] * latent[2] * 4
+                           : 0.0;
       std::cout << fmt::format("{} {} {} steps, {}x{} px, {} frames (latent {}x{}x{}), batch {}: {:.3f} TFLOPs of {:.3f} uncached, "
                                "FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
                                config.name, policy->to_string(), cache.steps().size(), bucket_h, bucket_w, frames, latent[0],
                                latent[1], latent[2], cache.run_info().batch, s.flops * 1e-12, s.full_flops * 1e-12,
                                s.flops_speedup(), 100 * s.computed_share());
+      std::cout << fmt::format("cache memory of a real run: {:.3f} MiB = {:.2f} GiB ({} sites, features in {})\n",
+                               cache_bytes / 1048576.0, cache_bytes / (1 << 30), sites.size(), c10::toString(store_dtype));
       if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
       return 0;
     }
-    if (embeddings.empty() && prompts.empty()) {
+    if (random_captions != 0) {
+      if (!random_weights || random_captions < 0 || !embeddings.empty() || !prompts.empty()) {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("--random-captions {}: a positive count, with --random-weights and "
+                                                             "without --prompt or --embeddings", random_captions));
+      }
+      const auto config = resolve_config(config_arg, nullptr);
+      auto generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) + 1);
+      options.y = at::randn({random_captions, config.model_max_length, config.caption_channels}, generator) /
+                  std::sqrt(static_cast<double>(config.caption_channels));
+      options.mask = at::ones({random_captions, config.model_max_length}, at::kLong);
+    }
+    if (options.y.defined() == false && embeddings.empty() && prompts.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "no captions: pass --prompt TEXT with --t5, or --embeddings FILE (safetensors with the "
                                                "T5 output 'y' [n, L, C] and 'mask' [n, L])");
     }
@@ -318,7 +349,7 @@ int main(int argc, char** argv) {
                              written.empty() ? "" : " -> " + fmt::format("{}", fmt::join(written, ", ")),
                              save_latents.empty() ? "" : ", latents -> " + save_latents);
     std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
-                             "cache memory {:.1f} MiB\n",
+                             "cache memory {:.3f} MiB\n",
                              policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
                              100 * s.computed_share(), s.cache_bytes / 1048576.0);
   } catch (const Error& e) {

@@ -65,6 +65,15 @@ cmp -s "$work/p1.st" "$work/p3.st" && fail "another prompt gave the same latents
   || { cat "$work/out.txt"; fail "bf16 cache run"; }
 grep -q "tokens recomputed 62.6%" "$work/out.txt" || fail "the bf16-cache ToCa run did not reuse: $(cat "$work/out.txt")"
 
+# --flops-only states the cache memory a real run keeps: the same number the real run reports.
+"$bin" "${base[@]}" --steps 6 --random-captions 1 --cache toca --save-latents "$work/r.st" >"$work/real.txt" 2>&1 \
+  || { cat "$work/real.txt"; fail "random-captions run"; }
+"$bin" --config "$work/tiny.json" --flops-only --height 32 --width 48 --frames 17 --steps 6 --cache toca >"$work/dry.txt" 2>&1 \
+  || { cat "$work/dry.txt"; fail "tiny flops-only"; }
+real_mib=$(sed -n 's/.*cache memory \([0-9.]*\) MiB.*/\1/p' "$work/real.txt")
+dry_mib=$(sed -n 's/.*cache memory of a real run: \([0-9.]*\) MiB.*/\1/p' "$work/dry.txt")
+[ -n "$real_mib" ] && [ "$real_mib" = "$dry_mib" ] || fail "cache memory: real run '$real_mib' MiB, --flops-only '$dry_mib' MiB"
+
 # FLOPs only on the released architecture at 480p 9:16, 51 frames: no weights, instant.
 start=$(date +%s%N)
 "$bin" --config STDiT3-XL/2 --flops-only --resolution 480p --aspect-ratio 9:16 --frames 51 --cache toca \
