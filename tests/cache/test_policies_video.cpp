@@ -7,7 +7,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "cache/video_run.h"
+#include "opensora_fixtures.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policy.h"
 #include "test_util.h"

@@ -14,7 +14,7 @@
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/sampling/rflow.h"
-#include "cache/video_run.h"
+#include "opensora_fixtures.h"
 #include "test_util.h"
 
 namespace ditcache {

@@ -14,6 +14,7 @@
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/pipeline_opensora.h"
+#include "opensora_fixtures.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -24,13 +25,7 @@ using test::shared_fixture;
 const std::string kWeights = shared_fixture("opensora/stdit3_tiny_weights.safetensors");
 const std::string kSampling = shared_fixture("opensora/rflow_tiny_sampling.safetensors");
 
-STDiT3 load_tiny() {
-  auto file = open_weights(kWeights);
-  STDiT3 model(STDiT3Config::from_weights(*file));
-  model->load(*file);
-  model->eval();
-  return model;
-}
+STDiT3 load_tiny() { return test::load_tiny_stdit3(); }
 
 // The fixture loop's settings: 2 prompts, 32x48 pixels, 17 frames, 5 steps, CFG 7.
 STDiT3SampleOptions fixture_options(const WeightFile& f) {

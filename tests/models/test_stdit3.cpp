@@ -15,6 +15,7 @@
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/sampling/rflow.h"
+#include "opensora_fixtures.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -24,13 +25,7 @@ using test::shared_fixture;
 
 const std::string kWeights = shared_fixture("opensora/stdit3_tiny_weights.safetensors");
 
-STDiT3 load_tiny() {
-  auto file = open_weights(kWeights);
-  STDiT3 model(STDiT3Config::from_weights(*file));
-  model->load(*file);
-  model->eval();
-  return model;
-}
+STDiT3 load_tiny() { return test::load_tiny_stdit3(); }
 
 // The keyword arguments of one recorded forward call.
 STDiT3Inputs inputs_of(const WeightFile& f) {

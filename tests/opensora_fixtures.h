@@ -1,7 +1,9 @@
 #pragma once
-// A cached rflow run of the tiny STDiT3 of the shared OpenSora fixtures, with the reference's CFG
-// batch (captions, masks and initial noise of rflow_tiny_sampling.safetensors; 32x48 px, 17 frames).
+// The tiny STDiT3 of the shared OpenSora fixtures (../shared/fixtures/opensora/), and a cached
+// rflow run of it with the reference's CFG batch (captions, masks and initial noise of
+// rflow_tiny_sampling.safetensors; 32x48 px, 17 frames).
 #include <memory>
+#include <string>
 
 #include <ATen/ATen.h>
 
@@ -19,6 +21,17 @@ namespace ditcache::test {
     DITCACHE_REQUIRE_SHARED_FIXTURE(::ditcache::test::shared_fixture("opensora/rflow_tiny_sampling.safetensors")); \
   } while (0)
 
+inline std::string tiny_stdit3_weights() { return shared_fixture("opensora/stdit3_tiny_weights.safetensors"); }
+
+/// The tiny STDiT3 with the fixture's weights, in eval mode (config read from the file).
+inline STDiT3 load_tiny_stdit3() {
+  auto file = open_weights(tiny_stdit3_weights());
+  STDiT3 model(STDiT3Config::from_weights(*file));
+  model->load(*file);
+  model->eval();
+  return model;
+}
+
 struct TinyVideoRun {
   STDiT3 model{nullptr};
   std::unique_ptr<WeightFile> fixture;
@@ -26,10 +39,7 @@ struct TinyVideoRun {
   static constexpr int64_t kGridH = 2, kGridW = 3;  // 4x6 latent, patch 2
 
   TinyVideoRun() {
-    auto weights = open_weights(shared_fixture("opensora/stdit3_tiny_weights.safetensors"));
-    model = STDiT3(STDiT3Config::from_weights(*weights));
-    model->load(*weights);
-    model->eval();
+    model = load_tiny_stdit3();
     fixture = open_weights(shared_fixture("opensora/rflow_tiny_sampling.safetensors"));
     n = fixture->load("z_init").size(0);
     frames = fixture->load("z_init").size(2);
