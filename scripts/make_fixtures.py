@@ -10,6 +10,7 @@ beautifulsoup4, ftfy for the caption-cleaning cases):
     git clone https://github.com/Shenyi-Z/ToCa /tmp/ToCa
     python3 scripts/make_fixtures.py --dit-repo /tmp/DiT --toca-repo /tmp/ToCa   # everything
     python3 scripts/make_fixtures.py --only io,vae,t5                 # a subset (dit needs --dit-repo)
+    python3 scripts/make_fixtures.py --only pixart                    # PixArt-α (diffusers only)
 """
 import argparse
 import os
@@ -22,8 +23,8 @@ fixtures = os.path.join(here, "..", "tests", "fixtures")
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--dit-repo", help="checkout of facebookresearch/DiT (models.py, diffusion/)")
 ap.add_argument("--toca-repo", help="checkout of Shenyi-Z/ToCa (DiT-ToCa/) for the ToCa parity runs")
-ap.add_argument("--only", default="io,vae,dit,toca,t5",
-                help="comma-separated subset of io, vae, dit, toca, t5")
+ap.add_argument("--only", default="io,vae,dit,toca,t5,pixart",
+                help="comma-separated subset of io, vae, dit, toca, t5, pixart")
 args = ap.parse_args()
 
 for part in args.only.split(","):
@@ -49,6 +50,9 @@ for part in args.only.split(","):
     elif part == "t5":
         import t5_fixtures
         t5_fixtures.make(os.path.join(fixtures, "t5"))
+    elif part == "pixart":
+        import pixart_fixtures
+        pixart_fixtures.make(os.path.join(fixtures, "pixart"))
     else:
-        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae, dit, toca or t5")
+        sys.exit(f"make_fixtures: unknown part '{part}'; expected io, vae, dit, toca, t5 or pixart")
     print(f"regenerated tests/fixtures/{part}")

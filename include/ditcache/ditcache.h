@@ -19,6 +19,7 @@
 #include "ditcache/metrics/quality.h"
 #include "ditcache/models/dit.h"
 #include "ditcache/models/opensora_vae.h"
+#include "ditcache/models/pixart.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/models/t5.h"
 #include "ditcache/models/vae.h"
