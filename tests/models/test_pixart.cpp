@@ -442,6 +442,32 @@ TEST(PixArtCache, BlockSitesReuseTheResidualUpdate) {
   EXPECT_DOUBLE_EQ(cache.steps()[1].flops, 0.0);
 }
 
+TEST(PixArtCache, DryCountsOfTheReleaseAndReusedSteps) {
+  // PixArt-XL-2-256 with CFG (2 rows), 16 x 16 patches, 120 caption tokens.
+  const auto c = PixArtConfig::preset("PixArt-XL-2-256");
+  const int64_t rows = 2, N = 256, L = 120;
+  const double block = pixart_block_flops(c, rows, N, L, N, N, N);
+  // By hand (toca.md §6): self-attention incl. its LayerNorm, cross-attention against 120 keys, MLP.
+  const double C = 1152, H = 16, d = 72;
+  auto attention = [&](double q, double k) {
+    return rows * (2 * q * C * C + 2 * 2 * k * C * C + H * q * d + 2 * H * q * k * d + 5 * H * q * k + 2 * H * q * k * d + 2 * q * C * C);
+  };
+  const double mlp = rows * (2 * 2 * N * C * 4 * C + 6 * N * 4 * C);
+  EXPECT_NEAR(block, rows * N * C + attention(N, N) + attention(N, L) + rows * N * C + mlp, 1e-6 * block);
+  CacheContext dry(make_policy("fora:interval=2,granularity=step"));
+  dry.set_dry(true);
+  dry.begin_run(pixart_run_info(c, rows, true, 16, 16, 4, "dpm-solver"));
+  for (int s = 0; s < 4; ++s) {
+    const auto mode = dry.begin_step({s, s});
+    EXPECT_EQ(mode, s % 2 ? StepMode::kReuseOutput : StepMode::kPerSite);
+    count_pixart_step_flops(c, dry, rows, 16, 16, L);
+    dry.end_step();
+    EXPECT_DOUBLE_EQ(dry.steps()[s].full_flops, 28 * block) << s;
+    EXPECT_DOUBLE_EQ(dry.steps()[s].flops, s % 2 ? 0.0 : 28 * block) << s;
+  }
+  EXPECT_DOUBLE_EQ(dry.summary().flops_speedup(), 2.0);
+}
+
 // Step 0: compute with attention statistics. Later steps: partial at every site, all tokens in a
 // per-row permuted order (a wrong gather or scatter shows in the output).
 class ScriptedPolicy : public CachePolicy {
