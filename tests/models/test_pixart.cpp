@@ -329,6 +329,19 @@ TEST_F(PixArtLoadErrors, TableThatIsNoSinCosTableIsRejected) {
   expect_message(load_error(write("table.safetensors"), tiny_config("base")), "the stored pos_embed differs by");
 }
 
+TEST_F(PixArtLoadErrors, OriginalKeysWithoutTheStateDictWrapperLoadToo) {
+  read("ms", "original");
+  for (auto& item : tensors_) item.first = item.first.substr(std::string("state_dict.").size());
+  const auto path = write("plain.safetensors");
+  auto file = open_weights(path);
+  EXPECT_EQ(detect_pixart_checkpoint(*file).prefix, "");
+  PixArt model(tiny_config("ms"));
+  model->load(*file);
+  auto f = cases_file();
+  at::NoGradGuard no_grad;
+  DITCACHE_EXPECT_CLOSE(model->forward(inputs_of(*f, "ms_mask")), f->load("ms_mask.out"), kTol);
+}
+
 // ------------------------------------------------------------------------------------------ inputs
 TEST(PixArt, RejectsInputsThatDoNotFit) {
   auto f = cases_file();
