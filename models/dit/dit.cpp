@@ -14,19 +14,14 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "nn/attention.h"
+#include "common/module_util.h"
 
 namespace ditcache {
 
 namespace {
 
-// A parameterless holder so children get the checkpoint's dotted names ("x_embedder.proj").
-std::shared_ptr<torch::nn::Module> holder(torch::nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<torch::nn::Module>());
-}
-
-at::Tensor layer_norm(const at::Tensor& x, double eps) {
-  return at::layer_norm(x, {x.size(-1)}, {}, {}, eps);
-}
+using detail::holder;
+using detail::layer_norm;
 
 at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
 

@@ -13,20 +13,18 @@
 #include "ditcache/models/dit.h"
 #include "ditcache/models/stdit3.h"
 #include "nn/attention.h"
+#include "common/module_util.h"
 
 namespace ditcache {
 
 namespace {
 
-std::shared_ptr<torch::nn::Module> holder(torch::nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<torch::nn::Module>());
-}
+using detail::holder;
+using detail::layer_norm;
+using detail::t2i_modulate;
 
-at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6); }
-
-// PixArt's t2i_modulate: x * (1 + scale) + shift, shift and scale [B, 1, C].
-at::Tensor t2i_modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return x * (1 + scale) + shift;
+at::Tensor tile_rows(const at::Tensor& t, int64_t batch, const char* what) {
+  return detail::tile_rows(t, batch, "STDiT3", what);
 }
 
 // LlamaRMSNorm over the last dim in fp32, cast back before the weight.
@@ -34,19 +32,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
   auto h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, true) + 1e-6);
   return weight * h.to(x.scalar_type());
-}
-
-// Rows of `t` for a batch of `batch` rows: row i is row i mod t.size(0) (the reference's tiling of
-// the CFG batch's masks and fps).
-at::Tensor tile_rows(const at::Tensor& t, int64_t batch, const char* what) {
-  if (t.size(0) == batch) return t;
-  if (t.size(0) < 1 || batch % t.size(0) != 0) {
-    throw Error(ErrorCode::kShapeMismatch,
-                fmt::format("STDiT3 input '{}' has {} rows; expected the batch ({}) or a divisor of it", what, t.size(0), batch));
-  }
-  std::vector<int64_t> repeats(static_cast<size_t>(t.dim()), 1);
-  repeats[0] = batch / t.size(0);
-  return t.repeat(repeats);
 }
 
 // Per-frame choice between the modulation of t (x_mask true) and of t0, for tokens [B, T*S, C].

@@ -14,34 +14,18 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/pixart.h"
+#include "common/module_util.h"
 
 namespace ditcache {
 
 namespace {
 
-// A parameterless holder so children get the checkpoint's dotted names ("t_embedder.mlp.0").
-std::shared_ptr<torch::nn::Module> holder(torch::nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<torch::nn::Module>());
-}
+using detail::holder;
+using detail::layer_norm;
+using detail::t2i_modulate;
 
-at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, 1e-6); }
-
-// PixArt's t2i_modulate: x * (1 + scale) + shift, shift and scale [B, 1, C].
-at::Tensor t2i_modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return x * (1 + scale) + shift;
-}
-
-// Rows of `t` for a batch of `batch` rows: row i is row i mod t.size(0) (the original repeats the
-// conditional prompt's mask over the CFG batch; SizeEmbedder repeats the size conditions).
 at::Tensor tile_rows(const at::Tensor& t, int64_t batch, const char* what) {
-  if (t.size(0) == batch) return t;
-  if (t.size(0) < 1 || batch % t.size(0) != 0) {
-    throw Error(ErrorCode::kShapeMismatch,
-                fmt::format("PixArt input '{}' has {} rows; expected the batch ({}) or a divisor of it", what, t.size(0), batch));
-  }
-  std::vector<int64_t> repeats(static_cast<size_t>(t.dim()), 1);
-  repeats[0] = batch / t.size(0);
-  return t.repeat(repeats);
+  return detail::tile_rows(t, batch, "PixArt", what);
 }
 
 std::string shape_or_nothing(const at::Tensor& t) { return t.defined() ? shape_string(t.sizes()) : std::string("nothing"); }

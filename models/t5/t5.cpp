@@ -12,15 +12,13 @@
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
+#include "common/module_util.h"
 
 namespace ditcache {
 
 namespace {
 
-// A parameterless holder so children get the checkpoint's dotted names ("layer.0.SelfAttention").
-std::shared_ptr<torch::nn::Module> holder(torch::nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<torch::nn::Module>());
-}
+using detail::holder;
 
 torch::nn::Linear linear(int64_t in, int64_t out) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
