@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 
@@ -19,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
@@ -36,7 +38,9 @@ struct TrainOptions {
   double lr = 1e-3, min_lr_ratio = 0.1, ema = 0.999, weight_decay = 0.0, grad_clip = 1.0;
   uint64_t seed = 0, data_seed = 1;
   int threads = 0;
-  std::string output, log_path, samples_path, checkpoint;
+  double time_budget = 0;  // seconds; > 0: fix the step count from the measured speed (see train())
+  std::string output, log_path, samples_path, checkpoint, device = "cpu";
+  c10::Device device_ = c10::kCPU;  // parsed from `device`
   bool resume = false;
 };
 
@@ -48,16 +52,16 @@ at::Tensor run_identity(const TrainOptions& o) {
 }
 
 // Linear warm-up, then cosine decay to min_lr_ratio * lr.
-double learning_rate(const TrainOptions& o, int64_t step) {
+double learning_rate(const TrainOptions& o, int64_t steps, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
-  const double progress = static_cast<double>(step - o.warmup) / static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup));
+  const double progress = static_cast<double>(step - o.warmup) / static_cast<double>(std::max<int64_t>(1, steps - o.warmup));
   return o.lr * (o.min_lr_ratio + (1.0 - o.min_lr_ratio) * 0.5 * (1.0 + std::cos(3.14159265358979 * progress)));
 }
 
 std::vector<std::pair<std::string, at::Tensor>> named_tensors(torch::nn::Module& module, at::ScalarType dtype) {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : module.named_parameters()) out.emplace_back(item.key(), item.value().detach().to(dtype).contiguous());
-  for (const auto& item : module.named_buffers()) out.emplace_back(item.key(), item.value().detach().to(dtype).contiguous());
+  for (const auto& item : module.named_parameters()) out.emplace_back(item.key(), item.value().detach().to(at::kCPU, dtype).contiguous());
+  for (const auto& item : module.named_buffers()) out.emplace_back(item.key(), item.value().detach().to(at::kCPU, dtype).contiguous());
   return out;
 }
 
@@ -73,7 +77,12 @@ void train(torch::nn::Module& model, const TrainOptions& o,
   int64_t start_step = 0;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     torch::serialize::InputArchive archive;
-    archive.load_from(o.checkpoint);
+    if (o.time_budget > 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--time-budget with --resume: {} exists, and a budget would change the learning-rate "
+                              "schedule of a run already under way; resume with --steps instead", o.checkpoint));
+    }
+    archive.load_from(o.checkpoint, o.device_);
     torch::serialize::InputArchive m, e, opt;
     archive.read("model", m);
     archive.read("ema", e);
@@ -102,12 +111,29 @@ void train(torch::nn::Module& model, const TrainOptions& o,
   if (!log) throw Error(ErrorCode::kIo, fmt::format("cannot write the loss log '{}'", o.log_path));
   if (start_step == 0) log << "step,loss,lr,seconds\n";
   const auto start = std::chrono::steady_clock::now();
-  double loss_sum = 0;
+  const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  // The next batch is rendered on another thread while the current step runs (data depends only on
+  // the step index, so this changes no number).
+  const auto render = [&o](int64_t step) {
+    auto b = shapes_batch(o.data_seed, step * o.batch, o.batch);
+    return ShapesBatch{b.images.to(o.device_, /*non_blocking=*/false), b.labels.to(o.device_)};
+  };
+  std::future<ShapesBatch> next = std::async(std::launch::async, render, start_step);
+  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(o.device_));
   int64_t loss_count = 0;
-  for (int64_t step = start_step; step < o.steps; ++step) {
-    auto batch = shapes_batch(o.data_seed, step * o.batch, o.batch);
+  int64_t steps = o.steps;
+  // --time-budget: after the warm-up window, fix the run's length to what fits in the budget at the
+  // measured speed (the cosine schedule runs to that step count; the log and the final message
+  // name it, so `--steps N` repeats the run exactly).
+  const int64_t probe_from = start_step + 20, probe_to = start_step + 120;
+  std::chrono::steady_clock::time_point probe_start;
+  for (int64_t step = start_step; step < steps; ++step) {
+    auto batch = next.get();
+    if (step + 1 < steps) next = std::async(std::launch::async, render, step + 1);
     auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed * 1000003ULL + static_cast<uint64_t>(step));
-    const double lr = learning_rate(o, step);
+    const double lr = learning_rate(o, steps, step);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     optimizer.zero_grad();
     auto loss = loss_of(batch, generator);
@@ -116,17 +142,33 @@ void train(torch::nn::Module& model, const TrainOptions& o,
     optimizer.step();
     {
       at::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) ema_params[i].mul_(o.ema).add_(params[i].detach(), 1.0 - o.ema);
+      at::_foreach_mul_(ema_params, o.ema);
+      at::_foreach_add_(ema_params, params, 1.0 - o.ema);
     }
-    loss_sum += loss.item<double>();
+    loss_sum += loss.detach().to(at::kDouble);
     ++loss_count;
-    const bool last = step + 1 == o.steps;
+    if (o.time_budget > 0 && step + 1 == probe_from) {
+      if (o.device_.is_cuda()) torch::cuda::synchronize(o.device_.index());
+      probe_start = std::chrono::steady_clock::now();
+    }
+    if (o.time_budget > 0 && step + 1 == probe_to) {
+      if (o.device_.is_cuda()) torch::cuda::synchronize(o.device_.index());
+      const double per_step = seconds_since(probe_start) / static_cast<double>(probe_to - probe_from);
+      const double left = o.time_budget - seconds_since(start);
+      const int64_t fit = probe_to + static_cast<int64_t>(std::max(0.0, left) / per_step);
+      const int64_t fixed = std::max<int64_t>(probe_to, std::min<int64_t>(o.steps, fit / o.log_every * o.log_every));
+      steps = std::min(steps, fixed);
+      std::fprintf(stderr, "%s: %.1f ms a step; --time-budget %.0f s: training %lld steps (repeat with --steps %lld)\n",
+                   what.c_str(), 1e3 * per_step, o.time_budget, static_cast<long long>(steps), static_cast<long long>(steps));
+    }
+    const bool last = step + 1 == steps;
     if ((step + 1) % o.log_every == 0 || last) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      log << fmt::format("{},{:.6f},{:.3g},{:.1f}\n", step + 1, loss_sum / loss_count, lr, seconds) << std::flush;
+      const double mean_loss = loss_sum.item<double>() / static_cast<double>(loss_count);
+      const double seconds = seconds_since(start);
+      log << fmt::format("{},{:.6f},{:.3g},{:.1f}\n", step + 1, mean_loss, lr, seconds) << std::flush;
       std::fprintf(stderr, "%s step %lld/%lld loss %.4f lr %.2e %.0fs\n", what.c_str(), static_cast<long long>(step + 1),
-                   static_cast<long long>(o.steps), loss_sum / loss_count, lr, seconds);
-      loss_sum = 0;
+                   static_cast<long long>(steps), mean_loss, lr, seconds);
+      loss_sum.zero_();
       loss_count = 0;
     }
     if (!o.checkpoint.empty() && ((step + 1) % o.checkpoint_every == 0 || last)) {
@@ -143,6 +185,7 @@ void train(torch::nn::Module& model, const TrainOptions& o,
       std::filesystem::rename(o.checkpoint + ".tmp", o.checkpoint);
     }
   }
+  if (next.valid()) next.get();
 }
 
 // The loss log as a chart (log-scale loss would hide the early drop; the first point is skipped
@@ -192,6 +235,10 @@ void add_common(CLI::App& app, TrainOptions& o) {
   app.add_option("--seed", o.seed, "seed of the initialisation and the per-step noise")->capture_default_str();
   app.add_option("--data-seed", o.data_seed, "seed of the shapes10 training stream")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: LibTorch's default)")->capture_default_str();
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N (on CUDA, float32 matrix products use TF32)")->capture_default_str();
+  app.add_option("--time-budget", o.time_budget,
+                 "seconds: measure the speed over steps 20-120, then train as many steps as fit (at most --steps; "
+                 "the cosine schedule ends there); the log names the count, which --steps repeats")->capture_default_str();
   app.add_option("--output", o.output, "weights to write (safetensors)")->required();
   app.add_option("--log", o.log_path, "loss log (CSV: step,loss,lr,seconds); default OUTPUT.loss.csv");
   app.add_option("--checkpoint", o.checkpoint, "resumable checkpoint; default OUTPUT.ckpt");
@@ -285,6 +332,14 @@ int main(int argc, char** argv) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--data-seed {}: that is the held-out reference stream the "
                                                            "metrics compare against; train on another", o.data_seed));
     }
+    if (o.time_budget < 0 || (o.time_budget > 0 && o.warmup < 120)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("--time-budget {} with --warmup {}: expected a budget >= 0 and, with a budget, a warm-up of "
+                              ">= 120 steps (the speed is measured inside the warm-up, before the schedule's length "
+                              "matters)", o.time_budget, o.warmup));
+    }
+    o.device_ = parse_device(o.device, "--device");
+    if (o.device_.is_cuda()) at::globalContext().setFloat32MatmulPrecision("high");
     if (o.log_path.empty()) o.log_path = o.output + ".loss.csv";
     if (o.checkpoint.empty()) o.checkpoint = o.output + ".ckpt";
     cli::set_threads(o.threads);
@@ -305,14 +360,17 @@ int main(int argc, char** argv) {
         cli::require_file(init_weights, "--init-weights file");
         model->load(*open_weights(init_weights));  // strict: the architecture must be the config's
       }
+      model->to(o.device_);
+      ema->to(o.device_);
       model->train();
       const GaussianDiffusion diffusion("1000");
       auto loss_of = [&](const ShapesBatch& batch, at::Generator& gen) {
         const int64_t B = batch.images.size(0);
-        auto drop = at::rand({B}, gen) < class_dropout;
+        // Random draws come from the step's CPU generator on every device (the same numbers).
+        auto drop = (at::rand({B}, gen) < class_dropout).to(o.device_);
         auto y = at::where(drop, at::full_like(batch.labels, config.num_classes), batch.labels);
-        auto k = at::randint(0, 1000, {B}, gen, at::TensorOptions().dtype(at::kLong));
-        auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+        auto k = at::randint(0, 1000, {B}, gen, at::TensorOptions().dtype(at::kLong)).to(o.device_);
+        auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(o.device_);
         auto x_t = diffusion.q_sample(batch.images, k, noise);
         return diffusion.training_loss(model->forward(x_t, k, y), batch.images, x_t, k, noise).loss.mean();
       };
@@ -335,17 +393,20 @@ int main(int argc, char** argv) {
       }
     } else {
       ShapesClassifier model(kShapesClasses, width), ema(kShapesClasses, width);
+      model->to(o.device_);
+      ema->to(o.device_);
       model->train();
       auto loss_of = [&](const ShapesBatch& batch, at::Generator& gen) {
         // Light augmentation: generated samples are a little blurrier and noisier than renders.
-        auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat)) * 0.05;
+        auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(o.device_) * 0.05;
         return at::cross_entropy_loss(model->forward(batch.images + noise), batch.labels);
       };
       train(*model, cls_opts, loss_of, "classifier", *ema);
       ema->eval();
       at::NoGradGuard no_grad;
       auto held_out = shapes_batch(kShapesReferenceSeed, 0, 2000);
-      const double accuracy = (ema->forward(held_out.images).argmax(1) == held_out.labels).to(at::kFloat).mean().item<double>();
+      const double accuracy =
+          (ema->forward(held_out.images.to(o.device_)).argmax(1).cpu() == held_out.labels).to(at::kFloat).mean().item<double>();
       write_safetensors(o.output, named_tensors(*ema, at::kFloat),
                         {{"ditcache.model", "shapes-classifier"}, {"ditcache.dataset", "shapes10"},
                          {"ditcache.held_out_accuracy", fmt::format("{:.4f}", accuracy)},

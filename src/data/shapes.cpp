@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include "ditcache/error.h"
@@ -142,14 +143,17 @@ ShapesBatch shapes_batch(uint64_t seed, int64_t first, int64_t count, int64_t si
   if (first < 0 || count < 1) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("shapes10: bad slice first={} count={}", first, count));
   }
-  std::vector<at::Tensor> images;
-  std::vector<int64_t> labels;
-  images.reserve(static_cast<size_t>(count));
-  for (int64_t i = first; i < first + count; ++i) {
-    const int64_t label = i % kShapesClasses;
-    images.push_back(render_shape(label, splitmix64(seed * 0x100000001b3ULL + static_cast<uint64_t>(i)), size));
-    labels.push_back(label);
-  }
+  // Each sample depends only on (seed, index), so rendering them in parallel is deterministic.
+  std::vector<at::Tensor> images(static_cast<size_t>(count));
+  std::vector<int64_t> labels(static_cast<size_t>(count));
+  at::parallel_for(0, count, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t i = first + j;
+      labels[static_cast<size_t>(j)] = i % kShapesClasses;
+      images[static_cast<size_t>(j)] =
+          render_shape(i % kShapesClasses, splitmix64(seed * 0x100000001b3ULL + static_cast<uint64_t>(i)), size);
+    }
+  });
   return {at::stack(images), at::tensor(labels, at::TensorOptions().dtype(at::kLong))};
 }
 
