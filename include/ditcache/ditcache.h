@@ -25,8 +25,10 @@
 #include "ditcache/models/vae.h"
 #include "ditcache/pipeline.h"
 #include "ditcache/pipeline_opensora.h"
+#include "ditcache/pipeline_pixart.h"  // PixArt-α: sample_pixart, simulate_pixart, captions, aspect-ratio bins
 #include "ditcache/plot.h"
 #include "ditcache/video.h"
+#include "ditcache/sampling/dpm_solver.h"  // DPM-Solver++ 2M (PixArt-α), original and diffusers grids
 #include "ditcache/sampling/gaussian_diffusion.h"
 #include "ditcache/sampling/rflow.h"
 #include "ditcache/text/text_encoder.h"
