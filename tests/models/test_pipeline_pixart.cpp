@@ -18,6 +18,8 @@
 #include "ditcache/models/pixart.h"
 #include "ditcache/pipeline_pixart.h"
 #include "ditcache/sampling/dpm_solver.h"
+#include "ditcache/text/text_encoder.h"
+#include "ditcache/text/tokenizer.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -378,6 +380,41 @@ TEST(PixArtPipeline, CaptionsAndNumerics) {
   EXPECT_FALSE(pixart_uses_cfg(o));
   o.numerics = PixArtNumerics::kOriginal;
   EXPECT_FALSE(pixart_uses_cfg(o));
+}
+
+TEST(PixArtPipeline, PromptsThroughT5) {
+  if (!T5Tokenizer::available()) GTEST_SKIP() << "built without SentencePiece (libsentencepiece-dev)";
+  // The tiny T5 of tests/fixtures/t5 has d_model 32, the tiny PixArt's caption width.
+  T5Tokenizer tokenizer(test::fixture("t5/spiece.model"));
+  auto t5 = load_t5_encoder(test::fixture("t5/t5_tiny.safetensors"));
+  t5->eval();
+  const std::vector<std::string> prompts = {"A red panda --ar 16:9", "a cat"};
+  auto d = encode_pixart_prompts(t5, tokenizer, prompts, PixArtNumerics::kDiffusers, 8);
+  EXPECT_EQ(d.y.sizes(), (std::vector<int64_t>{2, 8, 32}));
+  EXPECT_EQ(d.negative_y.sizes(), (std::vector<int64_t>{1, 8, 32}));
+  EXPECT_EQ(d.negative_mask.sum().item<int64_t>(), 1);  // "" is the EOS token alone
+  auto direct = encode_captions(t5, tokenizer, {"a red panda --ar 16:9", "a cat"}, 8);
+  EXPECT_TRUE(at::equal(d.y, direct.y));
+  EXPECT_TRUE(at::equal(d.mask, direct.mask));
+  // The original cuts the size flag and has no negative prompt.
+  auto o = encode_pixart_prompts(t5, tokenizer, prompts, PixArtNumerics::kOriginal, 8);
+  EXPECT_FALSE(o.negative_y.defined());
+  EXPECT_TRUE(at::equal(o.y, encode_captions(t5, tokenizer, {"a red panda", "a cat"}, 8).y));
+  EXPECT_TRUE(at::equal(o.y[1], d.y[1]));
+  test::expect_error([&] { encode_pixart_prompts(t5, tokenizer, {}, PixArtNumerics::kOriginal, 8); }, ErrorCode::kInvalidArgument,
+                     "no prompts");
+  // The diffusers run from prompts end to end.
+  auto model = load_tiny("base", "diffusers");
+  PixArtSampleOptions opt;
+  opt.numerics = PixArtNumerics::kDiffusers;
+  opt.y = d.y;
+  opt.mask = d.mask;
+  opt.negative_y = d.negative_y;
+  opt.negative_mask = d.negative_mask;
+  opt.steps = 2;
+  auto z = sample_pixart(model, opt);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, 4, 8, 8}));
+  EXPECT_TRUE(at::isfinite(z).all().item<bool>());
 }
 
 }  // namespace
