@@ -168,9 +168,9 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
   check_decision(site, d, entry, B, N);
   record(site, d);
   count(entry, d, x);
+  const bool stats = d.attention_stats && (site.kind == SiteKind::kSelfAttention || site.kind == SiteKind::kCrossAttention);
   switch (d.action) {
     case Action::kCompute: {
-      const bool stats = d.attention_stats && (site.kind == SiteKind::kSelfAttention || site.kind == SiteKind::kCrossAttention);
       at::Tensor column_sums;
       auto out = module(x, at::Tensor(), stats ? &column_sums : nullptr);
       if (stats) policy_->observe_attention(site, column_sums);
@@ -184,7 +184,16 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
       return from_storage(entry.store, x);
     case Action::kPartial:
       if (d.tokens > 0) {
-        auto fresh = module(x, d.indices, nullptr);  // [B, k, C']: the selected tokens only
+        at::Tensor row_stats;
+        auto fresh = module(x, d.indices, stats ? &row_stats : nullptr);  // [B, k, C']: the selected tokens only
+        if (stats) {
+          if (!row_stats.defined()) {
+            throw Error(ErrorCode::kUnsupported, fmt::format("policy '{}' asked for attention statistics of the recomputed rows at "
+                                                             "{}, which this model's site does not report", policy_->to_string(),
+                                                             to_string(site)));
+          }
+          policy_->observe_attention_rows(site, d.indices, row_stats);
+        }
         auto index = d.indices.to(entry.store.device()).unsqueeze(-1).expand({B, d.tokens, fresh.size(2)});
         entry.store.scatter_(1, index, fresh.to(entry.store.device(), entry.store.scalar_type()));
       }

@@ -145,6 +145,15 @@ int64_t OptionReader::integer(const std::string& key, int64_t fallback, int64_t 
   return v;
 }
 
+int64_t OptionReader::integer_or_auto(const std::string& key, int64_t fallback, int64_t min, int64_t max) {
+  auto it = spec_.options.find(key);
+  if (it != spec_.options.end() && it->second == "auto") {
+    read_.push_back(key);
+    return fallback;
+  }
+  return integer(key, fallback, min, max);
+}
+
 std::string OptionReader::choice(const std::string& key, const std::string& fallback, const std::vector<std::string>& allowed) {
   const auto* text = raw(key);
   if (!text) return fallback;

@@ -50,7 +50,10 @@ struct SiteDecision {
   Action action = Action::kCompute;
   int64_t tokens = 0;        ///< kPartial: tokens recomputed per batch row (0 allowed: ages still advance)
   at::Tensor indices;        ///< kPartial: [B, tokens] int64 on the model's device; undefined in dry runs
-  bool attention_stats = false;  ///< kCompute of an attention site: report its statistics via observe_attention (ignored at MLP sites)
+  /// Attention sites only (ignored at MLP sites): kCompute: report the statistics via
+  /// observe_attention; kPartial with tokens > 0: report those of the selected queries via
+  /// observe_attention_rows.
+  bool attention_stats = false;
 };
 
 /// The policy interface. Calls come in this order: begin_run, then per step begin_step and the
@@ -73,6 +76,14 @@ class CachePolicy {
   /// head-mean probability column sums [B, N]; cross-attention: the head-mean probabilities
   /// [B, N, L] of every token over the caption tokens (0 on a row's padding).
   virtual void observe_attention(const Site& site, const at::Tensor& stats) { (void)site; (void)stats; }
+  /// The statistics of a partial attention site computed with attention_stats, for the selected
+  /// queries `indices` [B, k] only: cross-attention: their head-mean probabilities [B, k, L];
+  /// self-attention: the head-mean column sums over those queries [B, N].
+  virtual void observe_attention_rows(const Site& site, const at::Tensor& indices, const at::Tensor& stats) {
+    (void)site;
+    (void)indices;
+    (void)stats;
+  }
   /// Whether computed outputs must be kept for later reuse (false for `none`: nothing is stored).
   virtual bool stores() const { return true; }
   /// Whether the policy decides kBlock sites (whole-block reuse) instead of module sites.
@@ -107,6 +118,8 @@ class OptionReader {
   /// number(), or `fallback` when the value is the word "auto" (the policy resolves it per model).
   double number_or_auto(const std::string& key, double fallback, double min, double max);
   int64_t integer(const std::string& key, int64_t fallback, int64_t min, int64_t max);
+  /// integer(), or `fallback` when the value is the word "auto".
+  int64_t integer_or_auto(const std::string& key, int64_t fallback, int64_t min, int64_t max);
   std::string choice(const std::string& key, const std::string& fallback, const std::vector<std::string>& allowed);
   /// Throws for any option not read, listing the policy's valid keys.
   void finish() const;
