@@ -69,7 +69,7 @@ TEST(ToCaVideo, RefusesDiTOnlyOptionsOnSTDiT3) {
   test::expect_error([&] { make_policy("toca:bonus=0.6")->begin_run(run); }, ErrorCode::kUnsupported, "s4 spatial bonus is off");
   EXPECT_NO_THROW(make_policy("toca")->begin_run(run));
   EXPECT_NO_THROW(make_policy("toca:ratio=auto,bonus=0")->begin_run(run));
-  EXPECT_EQ(make_policy("toca")->to_string(), "toca:ratio=auto,interval=0,schedule=auto,mode=reference,weight=0.25,bonus=auto,grid=2");
+  EXPECT_EQ(make_policy("toca")->to_string(), "toca:ratio=auto,interval=0,schedule=auto,mode=reference,weight=0.25,bonus=auto,grid=auto");
 }
 
 TEST(ToCaVideo, TinyRunFollowsTheScheduleAndSharesTokensAcrossCfgHalves) {

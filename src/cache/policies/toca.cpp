@@ -1,6 +1,8 @@
-// ToCa for DiT, as the official DiT-ToCa code runs it (toca.md §2.2-§3.5): force-activation
-// schedule, the ToCa-ddim50 / ToCa-ddpm250 ratio schedules, scores s1 + λ3·s3 + s4, and the
-// `random` baseline with the same schedule.
+// ToCa as the official code runs it (toca.md §2.2-§3.5): DiT (force-activation schedule counting
+// down, the ToCa-ddim50 / ToCa-ddpm250 ratio schedules, s1 + λ3·s3 + s4), PixArt-α (the schedule
+// counting up, its 'ToCa' ratios for cross-attention and MLP, s2 + λ3·s3 + s4 with the s2 rows of
+// partially recomputed cross-attention tokens refreshed), OpenSora's STDiT3 (fixed per-module
+// cycles, s2 + λ3·s3), and the `random` baseline with the same schedules.
 #include <cmath>
 #include <optional>
 
@@ -18,14 +20,14 @@ namespace ditcache {
 void ToCaConfig::validate() const {
   auto fail = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, "toca: " + m); };
   if (!(ratio == kAuto || (ratio >= 0 && ratio <= 1))) fail(fmt::format("ratio={} is out of range [0, 1]", ratio));
-  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250" && schedule != "opensora") {
-    fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250, opensora", schedule));
+  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250" && schedule != "pixart" && schedule != "opensora") {
+    fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250, pixart, opensora", schedule));
   }
   if (interval < 0) fail(fmt::format("interval={} must be >= 1 (or 0 for the schedule's value)", interval));
   if (mode != "reference" && mode != "clean") fail(fmt::format("mode='{}' is not one of reference, clean", mode));
   if (!(staleness_weight >= 0)) fail(fmt::format("weight={} must be >= 0", staleness_weight));
   if (!(spread_bonus == kAuto || spread_bonus >= 0)) fail(fmt::format("bonus={} must be >= 0", spread_bonus));
-  if (spread_grid < 1) fail(fmt::format("grid={} must be >= 1", spread_grid));
+  if (spread_grid != kAutoGrid && (spread_grid < 1 || spread_grid > 64)) fail(fmt::format("grid={} is out of range [1, 64] (or auto)", spread_grid));
   if (score != "attention" && score != "random") fail(fmt::format("score='{}' is not one of attention, random", score));
 }
 
@@ -62,6 +64,26 @@ double fresh_ratio(const std::string& schedule, double r0, int step, int num_ste
   return r0 * layer_factor * step_factor * module_factor;
 }
 
+double pixart_force_interval(int step, int num_steps, int interval, double ratio) {
+  const double w = ratio == 0 ? 0.0 : 0.2;
+  // Same float32 arithmetic as DiT's force_scheduler, with the opposite sign of the step term.
+  const float factor = static_cast<float>(1 - w + 2 * w * step / num_steps);
+  const float quotient = static_cast<float>(interval) / factor;
+  return std::nearbyint(quotient);  // round half to even
+}
+
+double pixart_fresh_ratio(double r0, int step, int num_steps, int layer, int last_layer, SiteKind module) {
+  // The official expression order (Python doubles): step weight -0.9, layer weight 0.6.
+  const double step_weight = -0.9, layer_weight = 0.6;
+  const double step_factor = 1 - step_weight + 2 * step_weight * step / num_steps;
+  const double layer_factor = 1 + layer_weight - 2 * layer_weight * (last_layer > 0 ? static_cast<double>(layer) / last_layer : 0.0);
+  // module weight 1.0, module time weight 0.6: cross-attention 1 - 0.4 = 0.6, MLP 1 + 0.6 = 1.6.
+  const double module_weight = 1.0, module_time_weight = 0.6;
+  const double module_factor = module == SiteKind::kCrossAttention ? 1 - (1 - module_time_weight) * module_weight
+                                                                   : 1 + module_time_weight * module_weight;
+  return r0 * layer_factor * step_factor * module_factor;
+}
+
 double video_fresh_ratio(double r0, SiteKind module) {
   const double module_weight = 1.5, module_time_weight = 0.33;
   const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
@@ -82,6 +104,24 @@ at::Tensor cross_entropy_score(const at::Tensor& probabilities, bool cfg) {
   }
   auto entropy = -(p * (p + 1e-7).log()).sum(-1);  // [rows, N]
   auto s = 1 + entropy;
+  return s / s.norm(2, {1}, true).clamp_min(1e-12);
+}
+
+at::Tensor concatenated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
+  // Each half's probabilities sit on its own keys of the concatenated axis, scaled by 0.5 in the
+  // CFG average; padding (probability 0) adds 0 · log(1e-7) = 0.
+  auto p = probabilities.to(at::kFloat);
+  if (cfg) p = p * 0.5;
+  return -(p * (p + 1e-7).log()).sum(-1);  // [B, n]
+}
+
+at::Tensor concatenated_entropy_score(const at::Tensor& terms, bool cfg) {
+  auto e = terms.to(at::kFloat);
+  if (cfg) {
+    auto halves = e.chunk(2, 0);
+    e = halves[0] + halves[1];  // [B/2, N]
+  }
+  auto s = 1 + e;
   return s / s.norm(2, {1}, true).clamp_min(1e-12);
 }
 
@@ -126,47 +166,73 @@ class ToCaPolicy final : public CachePolicy {
   std::string name() const override { return name_; }
   std::string to_string() const override {
     auto value = [](double v) { return v == ToCaConfig::kAuto ? std::string("auto") : fmt::format("{}", v); };
+    const std::string grid = config_.spread_grid == ToCaConfig::kAutoGrid ? std::string("auto") : fmt::format("{}", config_.spread_grid);
     std::string s = fmt::format("{}:ratio={},interval={},schedule={},mode={},weight={},bonus={},grid={}", name_, value(config_.ratio),
                                 config_.interval, config_.schedule, config_.mode, config_.staleness_weight,
-                                value(config_.spread_bonus), config_.spread_grid);
+                                value(config_.spread_bonus), grid);
     if (config_.score == "random") s += fmt::format(",seed={}", config_.seed);
     return s;
   }
 
   void begin_run(const RunInfo& run) override {
+    if (run.depth < 1 || run.num_steps < 1 || run.num_tokens < 1 || run.batch < 1 || run.grid_h * run.grid_w != run.num_tokens) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: run of model '{}' needs depth, steps, rows and tokens >= 1 and a grid_h x grid_w token grid; "
+                              "got depth {}, {} steps, {} rows, {} tokens on a {}x{} grid", name_, run.model, run.depth,
+                              run.num_steps, run.batch, run.num_tokens, run.grid_h, run.grid_w));
+    }
     run_ = run;
-    video_ = run.model == "STDiT3";
+    auto resolve = [&](double value, double model_value) { return value == ToCaConfig::kAuto ? model_value : value; };
+    int model_grid = 2;
     if (run.model == "DiT") {
-      if (config_.schedule == "opensora") {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule=opensora is for STDiT3; DiT uses ddim50 or ddpm250", name_));
+      model_ = Model::kDiT;
+      if (config_.schedule == "opensora" || config_.schedule == "pixart") {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; DiT uses ddim50 or ddpm250", name_,
+                                                             config_.schedule, schedule_owner(config_.schedule)));
       }
       schedule_ = config_.schedule != "auto" ? config_.schedule : run.sampler == "ddim" ? "ddim50" : "ddpm250";
       interval_ = config_.interval > 0 ? config_.interval : schedule_ == "ddim50" ? 3 : 4;
-      ratio_ = config_.ratio == ToCaConfig::kAuto ? 0.07 : config_.ratio;
-      bonus_ = config_.spread_bonus == ToCaConfig::kAuto ? 0.6 : config_.spread_bonus;
-    } else if (video_) {
+      ratio_ = resolve(config_.ratio, 0.07);
+      bonus_ = resolve(config_.spread_bonus, 0.6);
+    } else if (run.model == "PixArt") {
+      // PixArt-alpha-ToCa: --fresh_threshold 3, --fresh_ratio 0.30, s4 local_selection_with_bonus(0.4, 4).
+      model_ = Model::kPixArt;
+      if (config_.schedule != "auto" && config_.schedule != "pixart") {
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; PixArt runs the pixart schedule (or auto)", name_,
+                                                             config_.schedule, schedule_owner(config_.schedule)));
+      }
+      schedule_ = "pixart";
+      interval_ = config_.interval > 0 ? config_.interval : 3;
+      ratio_ = resolve(config_.ratio, 0.30);
+      bonus_ = resolve(config_.spread_bonus, 0.4);
+      model_grid = 4;
+      if (run.step_index_counts_down) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: PixArt steps count up", name_));
+    } else if (run.model == "STDiT3") {
+      model_ = Model::kVideo;
       if (config_.schedule != "auto" && config_.schedule != "opensora") {
-        throw Error(ErrorCode::kInvalidArgument,
-                    fmt::format("{}: schedule={} is DiT's; STDiT3 runs the opensora schedule", name_, config_.schedule));
+        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; STDiT3 runs the opensora schedule", name_,
+                                                             config_.schedule, schedule_owner(config_.schedule)));
       }
       schedule_ = "opensora";
       interval_ = config_.interval > 0 ? config_.interval : 3;
-      ratio_ = config_.ratio == ToCaConfig::kAuto ? 0.10 : config_.ratio;
-      bonus_ = config_.spread_bonus == ToCaConfig::kAuto ? 0.0 : config_.spread_bonus;
+      ratio_ = resolve(config_.ratio, 0.10);
+      bonus_ = resolve(config_.spread_bonus, 0.0);
       if (bonus_ > 0) {
         throw Error(ErrorCode::kUnsupported, fmt::format("{}: bonus={}: the s4 spatial bonus is off for STDiT3 (the reference "
                                                          "disables it for video); use bonus=0 or leave it auto", name_, bonus_));
       }
       if (run.step_index_counts_down) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: STDiT3 steps count up", name_));
     } else {
-      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported yet (DiT and STDiT3)", name_, run.model));
+      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported (DiT, PixArt and STDiT3 are)", name_, run.model));
     }
-    if (bonus_ > 0 && (run.grid_h % config_.spread_grid || run.grid_w % config_.spread_grid)) {
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: s4 grid {} does not divide the {}x{} token grid", name_,
-                                                           config_.spread_grid, run.grid_h, run.grid_w));
+    grid_ = config_.spread_grid == ToCaConfig::kAutoGrid ? model_grid : config_.spread_grid;
+    if (bonus_ > 0 && (run.grid_h % grid_ || run.grid_w % grid_)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: s4 grid {} does not divide the {}x{} token grid; pick a grid that divides it or bonus=0", name_,
+                              grid_, run.grid_h, run.grid_w));
     }
     threshold_ = interval_;
-    scores_.assign(static_cast<size_t>(run.depth) * (video_ ? 2 : 1), at::Tensor());
+    scores_.assign(static_cast<size_t>(run.depth) * (model_ == Model::kVideo ? 2 : 1), at::Tensor());
     generator_ = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
   }
 
@@ -175,43 +241,77 @@ class ToCaPolicy final : public CachePolicy {
     first_ = step.position == 0;
     if (config_.mode == "clean") {  // one decision per step, taken as the reference takes it at layer 0
       step_full_ = full_now();
-      if (step_full_) threshold_ = toca::force_interval(step.index, run_.num_steps, interval_, ratio_);
+      if (step_full_) threshold_ = force_interval();
     }
     return StepMode::kPerSite;
   }
 
   SiteDecision decide(const SiteState& state, bool dry) override {
     const Site& site = state.site;
-    if (video_) return decide_video(state, dry);
+    if (model_ == Model::kVideo) return decide_video(state, dry);
     SiteDecision d;
     if (site.kind == SiteKind::kSelfAttention) {
       if (config_.mode == "reference") {
-        // cal_type at every block; force_init at layer 0 of a full block updates the interval,
-        // so later blocks of the same step may disagree with layer 0 ("mixed step").
+        // Full or partial is decided at every block; the interval is updated at a full block
+        // (force_init; it depends on the step only, so layer 0 sets it for the step), so later
+        // blocks of the same step may disagree with layer 0 ("mixed step").
         block_full_ = full_now();
-        if (block_full_ && site.layer == 0) threshold_ = toca::force_interval(step_.index, run_.num_steps, interval_, ratio_);
+        if (block_full_ && site.layer == 0) threshold_ = force_interval();
       } else {
         block_full_ = step_full_;
       }
       d.action = block_full_ ? Action::kCompute : Action::kReuse;  // attention is reused whole at partial steps
-      d.attention_stats = block_full_ && config_.score == "attention" && !dry;
+      d.attention_stats = block_full_ && model_ == Model::kDiT && config_.score == "attention" && !dry;  // s1 (DiT only)
       return d;
     }
-    if (block_full_) return d;  // compute
+    const bool cross_stats = model_ == Model::kPixArt && site.kind == SiteKind::kCrossAttention && config_.score == "attention" && !dry;
+    if (block_full_) {
+      d.attention_stats = cross_stats;  // PixArt's s2 from the whole cross-attention map
+      return d;  // compute
+    }
     d.action = Action::kPartial;
-    const double r = toca::fresh_ratio(schedule_, ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
+    const double r = model_ == Model::kPixArt
+                         ? toca::pixart_fresh_ratio(ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind)
+                         : toca::fresh_ratio(schedule_, ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
     d.tokens = toca::fresh_tokens(r, run_.num_tokens);
     if (dry || d.tokens == 0) return d;
     d.indices = toca::select_top(score(state), d.tokens);
+    d.attention_stats = cross_stats;  // the recomputed rows of the map (update_cache)
     return d;
   }
 
   void observe_attention(const Site& site, const at::Tensor& stats) override {
-    // DiT: s1 from the self-attention column sums; STDiT3: s2 from the cross-attention map.
-    scores_.at(score_slot(site)) = video_ ? toca::cross_entropy_score(stats, run_.cfg) : toca::attention_score(stats);
+    // DiT: s1 from the self-attention column sums; STDiT3: s2 from the cross-attention map;
+    // PixArt: the entropy terms of every token (s2 is formed when a score is needed).
+    auto& slot = scores_.at(score_slot(site));
+    switch (model_) {
+      case Model::kDiT: slot = toca::attention_score(stats); break;
+      case Model::kVideo: slot = toca::cross_entropy_score(stats, run_.cfg); break;
+      case Model::kPixArt: slot = toca::concatenated_entropy_terms(stats, run_.cfg); break;
+    }
+  }
+
+  void observe_attention_rows(const Site& site, const at::Tensor& indices, const at::Tensor& stats) override {
+    // PixArt's update_cache scatters the recomputed tokens' rows into the stored cross-attention
+    // map; their entropy terms are exactly what changes. [B, k] into [B, N].
+    if (model_ != Model::kPixArt || site.kind != SiteKind::kCrossAttention) return;
+    auto& slot = scores_.at(score_slot(site));
+    if (!slot.defined()) return;
+    slot.scatter_(1, indices.to(slot.device()), toca::concatenated_entropy_terms(stats, run_.cfg).to(slot.device()));
   }
 
  private:
+  enum class Model { kDiT, kPixArt, kVideo };
+
+  static const char* schedule_owner(const std::string& schedule) {
+    return schedule == "pixart" ? "PixArt's" : schedule == "opensora" ? "STDiT3's (OpenSora)" : "DiT's";
+  }
+
+  double force_interval() const {
+    return model_ == Model::kPixArt ? toca::pixart_force_interval(step_.index, run_.num_steps, interval_, ratio_)
+                                    : toca::force_interval(step_.index, run_.num_steps, interval_, ratio_);
+  }
+
   // OpenSora (toca.md §2.2, §2.3): fixed per-module cycles with steps 0-2 full; self-attention
   // reused whole between, cross-attention too (its ratio is negative, so 0 tokens, but ages still
   // advance), the MLP recomputes r0 * 1.495 of the tokens ranked by s2 + λ3 * s3.
@@ -233,16 +333,18 @@ class ToCaPolicy final : public CachePolicy {
     return d;
   }
 
-  // DiT: one s1 per layer; STDiT3: one s2 per (block kind, layer), read by that block's MLP.
+  // DiT: one s1 per layer; PixArt: one set of entropy terms per layer (read by its cross-attention
+  // and MLP); STDiT3: one s2 per (block kind, layer), read by that block's MLP.
   size_t score_slot(const Site& site) const {
-    return static_cast<size_t>(site.layer) + (video_ && site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
+    return static_cast<size_t>(site.layer) +
+           (model_ == Model::kVideo && site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
   }
 
   bool full_now() const {
     return first_ || std::fmod(static_cast<double>(step_.index), threshold_) == 0;
   }
 
-  // s1 (or uniform noise) + λ3 · ages / N, then the s4 bonus. [B, N] float.
+  // s1 / s2 (or uniform noise) + λ3 · ages / N, then the s4 bonus. [B, N] float.
   at::Tensor score(const SiteState& state) {
     const auto& ages = state.ages;
     const int64_t B = ages.size(0), N = ages.size(1);
@@ -257,24 +359,26 @@ class ToCaPolicy final : public CachePolicy {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for {} (no full step yet)", name_,
                                                              ditcache::to_string(state.site)));
       }
-      if (video_ && run_.cfg) s = at::cat({s, s}, 0);  // s2 is shared by both CFG halves
+      if (model_ == Model::kPixArt) s = toca::concatenated_entropy_score(s, run_.cfg);  // [B/2, N] under CFG
+      if (model_ != Model::kDiT && run_.cfg) s = at::cat({s, s}, 0);  // s2 is shared by both CFG halves
     }
     s = s + config_.staleness_weight * ages.to(at::kFloat) / static_cast<double>(interval_);
-    if (bonus_ > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, config_.spread_grid, bonus_);
+    if (bonus_ > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, grid_, bonus_);
     return s;
   }
 
   std::string name_;
   ToCaConfig config_;
   RunInfo run_;
+  Model model_ = Model::kDiT;
   std::string schedule_;
   int interval_ = 3;
   double ratio_ = 0.07, bonus_ = 0.6;  // resolved for the run's model
-  bool video_ = false;
+  int grid_ = 2;
   double threshold_ = 3;
   StepInfo step_;
   bool first_ = true, step_full_ = true, block_full_ = true;
-  std::vector<at::Tensor> scores_;  // s1 per layer, [B, N], from the last full step
+  std::vector<at::Tensor> scores_;  // per layer (x block kind): s1 / s2 [B or B/2, N], PixArt's entropy terms [B, N]
   at::Generator generator_;
 };
 
@@ -282,11 +386,11 @@ ToCaConfig read_toca(OptionReader& r, bool random) {
   ToCaConfig c;
   c.ratio = r.number_or_auto("ratio", c.ratio, 0, 1);
   c.interval = static_cast<int>(r.integer("interval", c.interval, 0, 1000));
-  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250", "opensora"});
+  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250", "pixart", "opensora"});
   c.mode = r.choice("mode", c.mode, {"reference", "clean"});
   c.staleness_weight = r.number("weight", c.staleness_weight, 0, 1e6);
   c.spread_bonus = r.number_or_auto("bonus", c.spread_bonus, 0, 1e6);
-  c.spread_grid = static_cast<int>(r.integer("grid", c.spread_grid, 1, 64));
+  c.spread_grid = static_cast<int>(r.integer_or_auto("grid", c.spread_grid, 1, 64));
   if (random) {
     c.score = "random";
     c.seed = static_cast<uint64_t>(r.integer("seed", 0, 0, INT64_MAX));
