@@ -1,6 +1,6 @@
 // ToCa for OpenSora (STDiT3): the per-module cycles, the MLP ratio, s2 from the cross-attention
-// map shared by both CFG halves, and a cached sampling run on the tiny STDiT3 of the shared
-// fixtures (toca.md §2.2, §2.3, §3.2).
+// map in the official concatenated-key form shared by both CFG halves, and a cached sampling run
+// on the tiny STDiT3 of the shared fixtures (toca.md §2.2, §2.3, §3.2).
 #include <cmath>
 #include <set>
 
@@ -39,26 +39,83 @@ TEST(ToCaVideo, MlpRecomputesAboutFifteenPercentAndCrossAttentionNothing) {
   EXPECT_EQ(toca::fresh_tokens(toca::video_fresh_ratio(0.1, SiteKind::kMLP), 30), 4);
 }
 
-TEST(ToCaVideo, EntropyScoreAveragesTheCfgHalvesBeforeTheEntropy) {
-  // Row 0 (cond) attends to key 0 only, row 1 (uncond) to key 1 only: each alone has entropy ~0,
-  // their average has entropy log 2. Token 1 attends uniformly in both halves: log 2 as well.
-  auto p = at::zeros({2, 3, 2});  // [B, N, L]
-  p[0][0][0] = 1;
+TEST(ToCaVideo, EntropyScoreAveragesTheCfgHalvesOnDisjointCaptionKeys) {
+  // The official OpenSora code (like PixArt's) puts every row's valid caption tokens on one
+  // concatenated key axis (block-diagonal mask), so 0.5 M_cond + 0.5 M_uncond has the two halves on
+  // disjoint keys and a token's entropy is H_cond / 2 + H_uncond / 2 + log 2. One prompt with CFG
+  // (rows [cond, uncond], the prompt's mask on both), 3 tokens, 3 caption keys of which the last is
+  // padding (probability 0).
+  auto p = at::zeros({2, 3, 3});  // [B, N, L]
+  p[0][0][0] = 1;  // token 0: one key in each half, different keys
   p[1][0][1] = 1;
-  p[0][1].fill_(0.5);
-  p[1][1].fill_(0.5);
-  p[0][2][0] = 1;
+  p[0][1][0] = 0.5;  // token 1: uniform over the 2 valid keys in both halves
+  p[0][1][1] = 0.5;
+  p[1][1][0] = 0.5;
+  p[1][1][1] = 0.5;
+  p[0][2][0] = 1;  // token 2: the same key in both halves
   p[1][2][0] = 1;
-  auto s = toca::cross_entropy_score(p, true);
+  const double log2 = std::log(2.0);
+  auto terms = toca::concatenated_entropy_terms(p, true);
+  ASSERT_EQ(terms.sizes(), (std::vector<int64_t>{2, 3}));
+  // A half's term is -sum 0.5 p log(0.5 p): 0.5 log 2 for a one-hot row, log 2 for a uniform pair.
+  const std::vector<std::vector<double>> expected_terms = {{0.5 * log2, log2, 0.5 * log2}, {0.5 * log2, log2, 0.5 * log2}};
+  for (int b = 0; b < 2; ++b) {
+    for (int i = 0; i < 3; ++i) EXPECT_NEAR(terms[b][i].item<float>(), expected_terms[b][i], 1e-5) << b << " " << i;
+  }
+  // e = log 2, 2 log 2, log 2: tokens 0 and 2 score the same (the same-key case is not 0 as it
+  // would be if the halves were averaged over the same keys, and token 0 is not log 2 above it).
+  auto s = toca::concatenated_entropy_score(terms, true);
   ASSERT_EQ(s.sizes(), (std::vector<int64_t>{1, 3}));
-  const double e = std::log(2.0);
-  std::vector<double> raw = {1 + e, 1 + e, 1.0};
+  const std::vector<double> raw = {1 + log2, 1 + 2 * log2, 1 + log2};
   const double norm = std::sqrt(raw[0] * raw[0] + raw[1] * raw[1] + raw[2] * raw[2]);
-  for (int i = 0; i < 3; ++i) EXPECT_NEAR(s[0][i].item<float>(), raw[i] / norm, 1e-5);
-  // Without CFG every row keeps its own map: row 0 token 0 has entropy ~0.
-  auto own = toca::cross_entropy_score(p, false);
-  ASSERT_EQ(own.sizes(), (std::vector<int64_t>{2, 3}));
-  EXPECT_LT(own[0][0].item<float>(), own[0][1].item<float>());
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(s[0][i].item<float>(), raw[i] / norm, 1e-5) << i;
+  // Padding keys add nothing; without CFG each row is its own map: -sum p log(p + 1e-7).
+  EXPECT_TRUE(at::allclose(toca::concatenated_entropy_terms(at::cat({p, at::zeros({2, 3, 4})}, -1), true), terms));
+  auto own = toca::concatenated_entropy_terms(p, false);
+  EXPECT_NEAR(own[0][0].item<float>(), 0.0, 1e-5);
+  EXPECT_NEAR(own[0][1].item<float>(), log2, 1e-5);
+  EXPECT_EQ(toca::concatenated_entropy_score(own, false).sizes(), (std::vector<int64_t>{2, 3}));
+}
+
+TEST(ToCaVideo, MlpSelectionFollowsTheOfficialS2) {
+  // Drives the policy through an STDiT3 run by hand: depth 1, one prompt with CFG, 1 frame of
+  // 1 x 2 tokens, ratio 0.5 (the MLP recomputes trunc(0.7475 * 2) = 1 token per row), ages 0.
+  // Token 0 attends to one key in each half, different ones; token 1 spreads over both valid keys
+  // in the cond half and takes one key in the uncond half. Official s2: e0 = log 2, e1 = 1.5 log 2,
+  // so token 1 is recomputed (averaging the halves over the same keys would give e0 = log 2 >
+  // e1 = H(0.75, 0.25) = 0.56 and pick token 0).
+  auto map = at::zeros({2, 2, 3});  // [B, N, L]; key 2 is padding
+  map[0][0][0] = 1;
+  map[1][0][1] = 1;
+  map[0][1][0] = 0.5;
+  map[0][1][1] = 0.5;
+  map[1][1][0] = 1;
+  auto config = STDiT3Config::preset("STDiT3-XL/2");
+  config.depth = 1;
+  auto policy = make_policy("toca:ratio=0.5");
+  policy->begin_run(stdit3_run_info(config, 2, true, 1, 1, 2, 8, "rflow"));
+  const auto ages = at::zeros({2, 2}, at::kInt);
+  int checked = 0;
+  for (int step = 0; step < 5; ++step) {
+    policy->begin_step({step, step});
+    for (BlockKind block : {BlockKind::kSpatial, BlockKind::kTemporal}) {
+      for (SiteKind kind : {SiteKind::kSelfAttention, SiteKind::kCrossAttention, SiteKind::kMLP}) {
+        const Site site{0, block, kind};
+        const auto d = policy->decide(SiteState{site, step > 0, ages}, false);
+        if (d.attention_stats && d.action == Action::kCompute) policy->observe_attention(site, map);
+        if (step == 4 && kind == SiteKind::kMLP) {
+          SCOPED_TRACE(to_string(site));
+          ASSERT_EQ(d.action, Action::kPartial);
+          ASSERT_EQ(d.tokens, 1);
+          EXPECT_EQ(d.indices[0][0].item<int64_t>(), 1);  // cond
+          EXPECT_EQ(d.indices[1][0].item<int64_t>(), 1);  // uncond: the same s2
+          ++checked;
+        }
+      }
+    }
+    policy->end_step();
+  }
+  EXPECT_EQ(checked, 2);
 }
 
 TEST(ToCaVideo, RefusesDiTOnlyOptionsOnSTDiT3) {

@@ -69,10 +69,6 @@ double video_fresh_ratio(double r0, SiteKind module);
 /// the MLP and every 6th for cross-attention (step counts up from 0).
 bool video_full_step(int step, SiteKind module);
 
-/// s2 from head-mean cross-attention probabilities [B, N, L]: with CFG the two halves' maps are
-/// averaged, e = -sum_l p log(p + 1e-7), s2 = L2-normalise(1 + e) per row -> [B/2, N] (CFG) or [B, N].
-at::Tensor cross_entropy_score(const at::Tensor& probabilities, bool cfg);
-
 /// The per-row terms of s2 as the official PixArt / OpenSora code computes it, where every row's
 /// valid caption tokens are concatenated along one key axis (a block-diagonal mask), so the CFG
 /// average 0.5 M_cond + 0.5 M_uncond has the two halves' probabilities on disjoint keys: from the

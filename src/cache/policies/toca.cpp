@@ -2,7 +2,7 @@
 // down, the ToCa-ddim50 / ToCa-ddpm250 ratio schedules, s1 + λ3·s3 + s4), PixArt-α (the schedule
 // counting up, its 'ToCa' ratios for cross-attention and MLP, s2 + λ3·s3 + s4 with the s2 rows of
 // partially recomputed cross-attention tokens refreshed), OpenSora's STDiT3 (fixed per-module
-// cycles, s2 + λ3·s3), and the `random` baseline with the same schedules.
+// cycles, s2 + λ3·s3; the same s2 as PixArt's), and the `random` baseline with the same schedules.
 #include <cmath>
 #include <optional>
 
@@ -94,17 +94,6 @@ double video_fresh_ratio(double r0, SiteKind module) {
 bool video_full_step(int step, SiteKind module) {
   const int cycle = module == SiteKind::kCrossAttention ? 6 : 3;
   return step <= 2 || step % cycle == 0;
-}
-
-at::Tensor cross_entropy_score(const at::Tensor& probabilities, bool cfg) {
-  auto p = probabilities.to(at::kFloat);
-  if (cfg) {
-    auto halves = p.chunk(2, 0);
-    p = 0.5 * halves[0] + 0.5 * halves[1];
-  }
-  auto entropy = -(p * (p + 1e-7).log()).sum(-1);  // [rows, N]
-  auto s = 1 + entropy;
-  return s / s.norm(2, {1}, true).clamp_min(1e-12);
 }
 
 at::Tensor concatenated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
@@ -281,19 +270,18 @@ class ToCaPolicy final : public CachePolicy {
   }
 
   void observe_attention(const Site& site, const at::Tensor& stats) override {
-    // DiT: s1 from the self-attention column sums; STDiT3: s2 from the cross-attention map;
-    // PixArt: the entropy terms of every token (s2 is formed when a score is needed).
+    // DiT: s1 from the self-attention column sums; PixArt and STDiT3: the entropy terms of every
+    // token (s2 is formed when a score is needed). Both official codes compute s2 the same way: the
+    // rows' valid caption tokens on one concatenated key axis (block-diagonal mask), so the CFG
+    // halves average over disjoint keys.
     auto& slot = scores_.at(score_slot(site));
-    switch (model_) {
-      case Model::kDiT: slot = toca::attention_score(stats); break;
-      case Model::kVideo: slot = toca::cross_entropy_score(stats, run_.cfg); break;
-      case Model::kPixArt: slot = toca::concatenated_entropy_terms(stats, run_.cfg); break;
-    }
+    slot = model_ == Model::kDiT ? toca::attention_score(stats) : toca::concatenated_entropy_terms(stats, run_.cfg);
   }
 
   void observe_attention_rows(const Site& site, const at::Tensor& indices, const at::Tensor& stats) override {
     // PixArt's update_cache scatters the recomputed tokens' rows into the stored cross-attention
-    // map; their entropy terms are exactly what changes. [B, k] into [B, N].
+    // map; their entropy terms are exactly what changes. [B, k] into [B, N]. (OpenSora's does the
+    // same, but its cross-attention ratio is negative: no rows are ever recomputed, none asked.)
     if (model_ != Model::kPixArt || site.kind != SiteKind::kCrossAttention) return;
     auto& slot = scores_.at(score_slot(site));
     if (!slot.defined()) return;
@@ -334,7 +322,7 @@ class ToCaPolicy final : public CachePolicy {
   }
 
   // DiT: one s1 per layer; PixArt: one set of entropy terms per layer (read by its cross-attention
-  // and MLP); STDiT3: one s2 per (block kind, layer), read by that block's MLP.
+  // and MLP); STDiT3: one set per (block kind, layer), read by that block's MLP.
   size_t score_slot(const Site& site) const {
     return static_cast<size_t>(site.layer) +
            (model_ == Model::kVideo && site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
@@ -359,8 +347,10 @@ class ToCaPolicy final : public CachePolicy {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for {} (no full step yet)", name_,
                                                              ditcache::to_string(state.site)));
       }
-      if (model_ == Model::kPixArt) s = toca::concatenated_entropy_score(s, run_.cfg);  // [B/2, N] under CFG
-      if (model_ != Model::kDiT && run_.cfg) s = at::cat({s, s}, 0);  // s2 is shared by both CFG halves
+      if (model_ != Model::kDiT) {
+        s = toca::concatenated_entropy_score(s, run_.cfg);  // [B/2, N] under CFG
+        if (run_.cfg) s = at::cat({s, s}, 0);               // s2 is shared by both CFG halves
+      }
     }
     s = s + config_.staleness_weight * ages.to(at::kFloat) / static_cast<double>(interval_);
     if (bonus_ > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, grid_, bonus_);
@@ -378,7 +368,7 @@ class ToCaPolicy final : public CachePolicy {
   double threshold_ = 3;
   StepInfo step_;
   bool first_ = true, step_full_ = true, block_full_ = true;
-  std::vector<at::Tensor> scores_;  // per layer (x block kind): s1 / s2 [B or B/2, N], PixArt's entropy terms [B, N]
+  std::vector<at::Tensor> scores_;  // per layer (x block kind): DiT's s1, PixArt's / STDiT3's entropy terms; [B, N]
   at::Generator generator_;
 };
 
