@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
 #include "ditcache/bench.h"
@@ -18,6 +19,7 @@
 #include "ditcache/models/pixart.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/pipeline.h"
+#include "ditcache/pipeline_pixart.h"
 #include "opensora_fixtures.h"
 #include "test_util.h"
 
@@ -57,6 +59,57 @@ DiTSampleOptions small_run() {
   o.seed = 7;
   return o;
 }
+
+// Share of the selected tokens two traced runs have in common (each site's picks as a set).
+double common_share(const std::vector<std::vector<int64_t>>& a, const std::vector<std::vector<int64_t>>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  int64_t same = 0, total = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    std::vector<int64_t> x = a[i], y = b[i];
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    std::vector<int64_t> common;
+    std::set_intersection(x.begin(), x.end(), y.begin(), y.end(), std::back_inserter(common));
+    same += static_cast<int64_t>(common.size());
+    total += static_cast<int64_t>(std::max(x.size(), y.size()));
+  }
+  return total > 0 ? static_cast<double>(same) / static_cast<double>(total) : 0.0;
+}
+
+// A recorded PixArt sampling loop of tests/fixtures/pixart (README there): its tiny model on
+// `device` and its options.
+struct PixArtLoop {
+  PixArt model{nullptr};
+  PixArtSampleOptions options;
+  at::Tensor expected;
+  PixArtLoop(const std::string& name, const c10::Device& device) {
+    auto f = open_weights(test::fixture("pixart/pixart_tiny_sampling.safetensors"));
+    const auto s = nlohmann::json::parse(f->metadata().at("cases")).at(name);
+    const std::string variant = s.at("model").get<std::string>(), numerics = s.at("numerics").get<std::string>();
+    auto config = PixArtConfig::from_json_file(test::fixture("pixart/pixart_tiny_" + variant + "_config.json"));
+    config.model_max_length = 8;
+    model = PixArt(config);
+    const std::string layout = numerics == "original" ? "original" : "diffusers";
+    model->load(*open_weights(test::fixture("pixart/pixart_tiny_" + variant + "_" + layout +
+                                            (layout == "original" ? ".pth" : ".safetensors"))));
+    model->eval();
+    model->to(device);
+    options.numerics = parse_pixart_numerics(numerics);
+    options.y = f->load(name + ".y");
+    options.mask = f->load(name + ".mask");
+    if (f->contains(name + ".negative_y")) {
+      options.negative_y = f->load(name + ".negative_y");
+      options.negative_mask = f->load(name + ".negative_mask");
+    }
+    options.steps = s.at("steps").get<int>();
+    options.guidance = s.at("guidance").get<double>();
+    options.height = s.at("height").get<int64_t>();
+    options.width = s.at("width").get<int64_t>();
+    if (!s.at("aspect_ratio").is_null()) options.aspect_ratio = s.at("aspect_ratio").get<double>();
+    options.init_noise = f->load(name + ".z_init");
+    expected = f->load(name + ".z_final");
+  }
+};
 
 // The selected token indices of every partial site of a traced run, in order.
 std::vector<std::vector<int64_t>> selections(const CacheContext& cache) {
@@ -128,18 +181,7 @@ TEST_F(Cuda, TocaFollowsTheCpuScheduleAndPicks) {
   const auto a = selections(cpu_cache), b = selections(gpu_cache);
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
-  int64_t same = 0, total = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].size(), b[i].size());
-    std::vector<int64_t> x = a[i], y = b[i];
-    std::sort(x.begin(), x.end());
-    std::sort(y.begin(), y.end());
-    std::vector<int64_t> common;
-    std::set_intersection(x.begin(), x.end(), y.begin(), y.end(), std::back_inserter(common));
-    same += static_cast<int64_t>(common.size());
-    total += static_cast<int64_t>(x.size());
-  }
-  EXPECT_GE(static_cast<double>(same) / static_cast<double>(total), 0.95);
+  EXPECT_GE(common_share(a, b), 0.95);
   EXPECT_LT(relative_l2(gpu, cpu), 2e-2);
 }
 
@@ -200,6 +242,32 @@ TEST_F(Cuda, PixArtForwardMatchesDiffusers) {
   auto out = model->forward(in);
   EXPECT_EQ(out.device(), kCuda);
   EXPECT_LT(test::relative_max_error(out.cpu(), f->load("ms_mask.out")), 1e-4);
+}
+
+// DPM-Solver++ with CFG on the GPU reproduces the diffusers and original reference loops (the
+// diffusers one with PixArtMS micro-conditions and a masked negative prompt).
+TEST_F(Cuda, PixArtSamplingMatchesTheReferenceLoops) {
+  for (const char* name : {"ms_diffusers", "base_original"}) {
+    PixArtLoop loop(name, kCuda);
+    auto z = sample_pixart(loop.model, loop.options);
+    EXPECT_EQ(z.device(), kCuda) << name;
+    EXPECT_LT(test::relative_max_error(z.cpu(), loop.expected), 1e-4) << name;
+  }
+}
+
+// ToCa's PixArt schedule on the GPU: the CPU's FLOPs and (up to float near-ties) its picks.
+TEST_F(Cuda, PixArtTocaFollowsTheCpu) {
+  PixArtLoop cpu_loop("base_original", at::kCPU), gpu_loop("base_original", kCuda);
+  CacheContext cpu_cache(make_policy("toca"), /*trace=*/true), gpu_cache(make_policy("toca"), /*trace=*/true);
+  cpu_loop.options.cache = &cpu_cache;
+  gpu_loop.options.cache = &gpu_cache;
+  auto cpu = sample_pixart(cpu_loop.model, cpu_loop.options);
+  auto gpu = sample_pixart(gpu_loop.model, gpu_loop.options);
+  EXPECT_DOUBLE_EQ(gpu_cache.summary().flops, cpu_cache.summary().flops);
+  const auto a = selections(cpu_cache), b = selections(gpu_cache);
+  ASSERT_FALSE(a.empty());
+  EXPECT_GE(common_share(a, b), 0.9);
+  EXPECT_LT(relative_l2(gpu, cpu), 2e-2);
 }
 
 }  // namespace
