@@ -3,11 +3,16 @@
 # STDiT3-XL/2 at 480p 9:16, 51 frames (--flops-only: no weights, milliseconds), then wall time on
 # this machine at a reduced size (144p 9:16, 17 frames, random weights, one caption + CFG, 30 rflow
 # steps) per policy. The wall runs take ~30 minutes on a 2-vCPU machine; pass "flops" or "wall" to
-# run one part.
+# run one part. "wall480" times the paper's setting (480p 9:16, 51 frames) on a GPU:
+# DITCACHE_DEVICE=cuda DITCACHE_DTYPE=bf16 (runs then start with an untimed 2-step warm-up).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${DITCACHE_BUILD_DIR:-$root/build}/examples/sample_opensora
 threads=${DITCACHE_THREADS:-2}
+device=${DITCACHE_DEVICE:-cpu}
+dtype=${DITCACHE_DTYPE:-fp32}
+warm=()
+[ "$device" != cpu ] && warm=(--warmup)
 parts=${*:-flops wall}
 out=$root/out/bench/opensora
 mkdir -p "$out"
@@ -21,9 +26,15 @@ for part in $parts; do
     wall)
       for policy in none toca fora:interval=3; do
         OMP_WAIT_POLICY=PASSIVE "$bin" --config STDiT3-XL/2 --random-weights --random-captions 1 --resolution 144p \
-          --aspect-ratio 9:16 --frames 17 --steps 30 --threads "$threads" --quiet --cache "$policy" \
-          --save-latents "$out/latents-${policy%%:*}.safetensors"
+          --aspect-ratio 9:16 --frames 17 --steps 30 --threads "$threads" --device "$device" --dtype "$dtype" --quiet \
+          --cache "$policy" "${warm[@]}" --save-latents "$out/latents-${policy%%:*}.safetensors"
       done ;;
-    *) echo "unknown part '$part' (flops, wall)" >&2; exit 1 ;;
+    wall480)
+      for policy in none toca fora:interval=3; do
+        "$bin" --config STDiT3-XL/2 --random-weights --random-captions 1 --resolution 480p --aspect-ratio 9:16 \
+          --frames 51 --steps 30 --device "$device" --dtype "$dtype" --quiet --cache "$policy" "${warm[@]}" \
+          --save-latents "$out/latents-480p-$device-${policy%%:*}.safetensors"
+      done ;;
+    *) echo "unknown part '$part' (flops, wall, wall480)" >&2; exit 1 ;;
   esac
 done

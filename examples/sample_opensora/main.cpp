@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
+#include <torch/cuda.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -113,6 +114,7 @@ int main(int argc, char** argv) {
   int steps = 30, threads = 0;
   double fps = 24, guidance = 7.0;
   bool quiet = false, flops_only = false, random_weights = false;
+  bool warmup = false;
   int64_t random_captions = 0;
   app.add_option("--weights", weights, "STDiT3 weights (OpenSora-STDiT-v3 model.safetensors; not needed for --flops-only --config)");
   app.add_option("--config", config_arg, "preset name (STDiT3-XL/2, STDiT3-3B/2) or config JSON; default: detected from the weights");
@@ -153,6 +155,8 @@ int main(int argc, char** argv) {
   app.add_option("--trace", trace_path, "write a JSON trace: per step and site the action and selected tokens");
   app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
   app.add_flag("--quiet", quiet, "no progress bar");
+  app.add_flag("--warmup", warmup, "first an untimed, uncached 2-step run, so one-time costs (CUDA context, library handles, "
+                                   "first allocations) stay out of the reported time");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -162,6 +166,9 @@ int main(int argc, char** argv) {
     if (!prompts.empty() && t5_path.empty() && !flops_only) {
       throw Error(ErrorCode::kInvalidArgument, "--prompt needs --t5 (the T5-v1.1-XXL encoder folder or weights); or pass "
                                                "precomputed --embeddings");
+    }
+    if (warmup && flops_only) {
+      throw Error(ErrorCode::kInvalidArgument, "--warmup with --flops-only: a FLOPs-only run computes nothing, so there is nothing to warm up");
     }
     const auto device = parse_device(device_arg, "--device");
     const auto dtype = parse_dtype(dtype_arg, "--dtype");
@@ -317,6 +324,12 @@ int main(int argc, char** argv) {
         throw Error(ErrorCode::kNotFound, fmt::format("--init-noise {}: no tensor 'noise' [n, 4, T_lat, h, w]", init_noise));
       }
       options.init_noise = noise_file->load("noise");
+    }
+    if (warmup) {
+      auto untimed = options;
+      untimed.steps = 2;
+      sample_stdit3(model, untimed);
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
     }
     options.cache = &cache;
     double forward_seconds = 0;
