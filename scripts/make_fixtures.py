@@ -22,7 +22,7 @@ fixtures = os.path.join(here, "..", "tests", "fixtures")
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--dit-repo", help="checkout of facebookresearch/DiT (models.py, diffusion/)")
-ap.add_argument("--toca-repo", help="checkout of Shenyi-Z/ToCa (DiT-ToCa/) for the ToCa parity runs")
+ap.add_argument("--toca-repo", help="checkout of Shenyi-Z/ToCa (DiT-ToCa/, PixArt-alpha-ToCa/) for the ToCa parity runs")
 ap.add_argument("--only", default="io,vae,dit,toca,t5,pixart",
                 help="comma-separated subset of io, vae, dit, toca, t5, pixart")
 args = ap.parse_args()
@@ -46,7 +46,9 @@ for part in args.only.split(","):
         if not args.toca_repo:
             sys.exit("make_fixtures: the toca fixtures need --toca-repo (a checkout of Shenyi-Z/ToCa)")
         import toca_fixtures
-        toca_fixtures.make(os.path.join(fixtures, "toca"), args.toca_repo)
+        import toca_pixart_fixtures
+        toca_fixtures.make(os.path.join(fixtures, "toca"), args.toca_repo)          # DiT-ToCa
+        toca_pixart_fixtures.make(os.path.join(fixtures, "toca"), args.toca_repo)   # PixArt-alpha-ToCa
     elif part == "t5":
         import t5_fixtures
         t5_fixtures.make(os.path.join(fixtures, "t5"))
