@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -11,6 +12,22 @@
 #include "ditcache/io/state_dict.h"
 
 namespace ditcache {
+
+namespace {
+
+// A named profiler range (an ATen RecordFunction user scope): nothing but a flag check unless a
+// profiler or a global callback listens.
+class ProfileScope {
+ public:
+  explicit ProfileScope(const char* name) : guard_(at::RecordScope::USER_SCOPE) {
+    if (guard_.isActive()) guard_.before(name);
+  }
+
+ private:
+  at::RecordFunction guard_;
+};
+
+}  // namespace
 
 const char* to_string(BlockKind kind) noexcept { return kind == BlockKind::kTemporal ? "temporal" : "spatial"; }
 const char* to_string(SiteKind kind) noexcept {
@@ -154,25 +171,40 @@ SiteDecision CacheContext::decide_dry(const Site& site) {
 }
 
 at::Tensor CacheContext::run(const Site& site, const at::Tensor& x, const TokenModule& module) {
-  // A token-wise module is an attention module whose selected queries are simply its input rows.
-  return run_attention(site, x, [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor*) {
-    if (!queries.defined()) return module(all);
-    return module(all.gather(1, queries.unsqueeze(-1).expand({all.size(0), queries.size(1), all.size(2)})));  // [B, k, C]
-  });
+  return run_site(site, x, nullptr, &module);
 }
 
 at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, const AttentionModule& module) {
+  return run_site(site, x, &module, nullptr);
+}
+
+// One site: the decision, then its action. Everything here outside the module call is the cache's
+// own work (per site: a few small device ops, no host sync unless tracing); the profiler scopes
+// name the parts (decide, the action, the module) so tools can count them separately
+// (benchmarks/cache_overhead.cpp).
+at::Tensor CacheContext::run_site(const Site& site, const at::Tensor& x, const AttentionModule* attention,
+                                  const TokenModule* token_module) {
   auto& entry = this->entry(site);
-  auto d = decide(site, entry);
+  SiteDecision d;
+  {
+    ProfileScope scope(kScopeDecide);
+    d = decide(site, entry);
+  }
   const int64_t B = x.size(0), N = x.size(1);
   check_decision(site, d, entry, B, N);
+  ProfileScope scope(d.action == Action::kCompute ? kScopeCompute : d.action == Action::kReuse ? kScopeReuse : kScopePartial);
   record(site, d);
   count(entry, d, x);
   const bool stats = d.attention_stats && (site.kind == SiteKind::kSelfAttention || site.kind == SiteKind::kCrossAttention);
+  // The model's module: all tokens (queries undefined), or the selected queries / rows.
+  auto call = [&](const at::Tensor& queries, const at::Tensor& rows, at::Tensor* statistics) {
+    ProfileScope module_scope(kScopeModule);
+    return token_module ? (*token_module)(rows) : (*attention)(x, queries, statistics);
+  };
   switch (d.action) {
     case Action::kCompute: {
       at::Tensor column_sums;
-      auto out = module(x, at::Tensor(), stats ? &column_sums : nullptr);
+      auto out = call(at::Tensor(), x, stats ? &column_sums : nullptr);
       if (stats) policy_->observe_attention(site, column_sums);
       if (!policy_->stores()) return out;
       entry.store = to_storage(out);
@@ -184,8 +216,9 @@ at::Tensor CacheContext::run_attention(const Site& site, const at::Tensor& x, co
       return from_storage(entry.store, x);
     case Action::kPartial:
       if (d.tokens > 0) {
+        at::Tensor rows = token_module ? x.gather(1, d.indices.unsqueeze(-1).expand({B, d.tokens, x.size(2)})) : at::Tensor();
         at::Tensor row_stats;
-        auto fresh = module(x, d.indices, stats ? &row_stats : nullptr);  // [B, k, C']: the selected tokens only
+        auto fresh = call(d.indices, rows, stats ? &row_stats : nullptr);  // [B, k, C']: the selected tokens only
         if (stats) {
           if (!row_stats.defined()) {
             throw Error(ErrorCode::kUnsupported, fmt::format("policy '{}' asked for attention statistics of the recomputed rows at "
@@ -215,20 +248,29 @@ at::Tensor CacheContext::from_storage(const at::Tensor& stored, const at::Tensor
 
 at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& block) {
   auto& entry = this->entry(site);
-  auto d = decide(site, entry);
+  SiteDecision d;
+  {
+    ProfileScope scope(kScopeDecide);
+    d = decide(site, entry);
+  }
   const int64_t B = x.size(0), N = x.size(1);
   check_decision(site, d, entry, B, N);
   if (d.action == Action::kPartial) {
     throw Error(ErrorCode::kUnsupported, fmt::format("policy '{}': whole-block site {} cannot be partial",
                                                      policy_->to_string(), to_string(site)));
   }
+  ProfileScope scope(d.action == Action::kCompute ? kScopeCompute : kScopeReuse);
   record(site, d);
   count(entry, d, x);
   if (d.action == Action::kReuse) {
     age(entry, d);
     return x + from_storage(entry.store, x);
   }
-  auto out = block(x);
+  at::Tensor out;
+  {
+    ProfileScope module_scope(kScopeModule);
+    out = block(x);
+  }
   if (!policy_->stores()) return out;
   entry.store = to_storage(out - x);  // [B, N, C] the block's residual update
   entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));

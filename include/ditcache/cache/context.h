@@ -60,6 +60,15 @@ struct CacheStorage {
   std::optional<at::Device> device;     ///< e.g. at::kCPU: keep the cache in host memory (offload)
 };
 
+/// Profiler ranges (ATen RecordFunction user scopes, visible to the PyTorch profiler and to global
+/// callbacks) that CacheContext opens at every module site: the policy's decision, then the action
+/// taken (everything the cache does at the site), and inside it the model's module call.
+inline constexpr const char* kScopeDecide = "ditcache::cache.decide";
+inline constexpr const char* kScopeCompute = "ditcache::cache.compute";
+inline constexpr const char* kScopeReuse = "ditcache::cache.reuse";
+inline constexpr const char* kScopePartial = "ditcache::cache.partial";
+inline constexpr const char* kScopeModule = "ditcache::cache.module";
+
 /// Per-run cache state and execution of a policy's decisions.
 class CacheContext {
  public:
@@ -126,6 +135,7 @@ class CacheContext {
   void check_decision(const Site& site, const SiteDecision& d, const Entry& entry, int64_t rows, int64_t tokens) const;
   void record(const Site& site, const SiteDecision& d);
   void age(Entry& entry, const SiteDecision& d);
+  at::Tensor run_site(const Site& site, const at::Tensor& x, const AttentionModule* attention, const TokenModule* token_module);
   Entry& entry(const Site& site);
   void count(Entry& entry, const SiteDecision& d, const at::Tensor& x);
   at::Tensor to_storage(const at::Tensor& t) const;
