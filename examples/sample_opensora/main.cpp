@@ -25,6 +25,7 @@
 #include <fmt/ranges.h>
 
 #include "common/cli_util.h"
+#include "common/run_options.h"
 #include "ditcache/ditcache.h"
 #include "ditcache/models/stdit3.h"
 #include "ditcache/pipeline_opensora.h"
@@ -105,16 +106,16 @@ int main(int argc, char** argv) {
   CLI::App app{"Sample videos with OpenSora 1.2 (STDiT3 + the OpenSora video VAE) from prompts (T5) or T5 embeddings."};
   std::string weights, config_arg, vae_path, embeddings, resolution = "240p", aspect = "9:16";
   std::vector<std::string> prompts;
-  std::string t5_path, tokenizer_path, cache_dtype = "model";
+  std::string t5_path, tokenizer_path;
   double aesthetic_score = 6.5;
-  bool no_clean = false, cache_on_host = false;
-  std::string device_arg = "cpu", dtype_arg = "fp32", output, init_noise, save_latents, cache_spec = "none", trace_path;
+  bool no_clean = false;
+  std::string output, init_noise, save_latents;
   std::string shift_dtype = "auto";
   int64_t height = 0, width = 0, frames = 51, seed = 0;
-  int steps = 30, threads = 0;
+  int steps = 30;
   double fps = 24, guidance = 7.0;
-  bool quiet = false, flops_only = false, random_weights = false;
-  bool warmup = false;
+  bool random_weights = false;
+  cli::RunOptions run;
   int64_t random_captions = 0;
   app.add_option("--weights", weights, "STDiT3 weights (OpenSora-STDiT-v3 model.safetensors; not needed for --flops-only --config)");
   app.add_option("--config", config_arg, "preset name (STDiT3-XL/2, STDiT3-3B/2) or config JSON; default: detected from the weights");
@@ -129,9 +130,6 @@ int main(int argc, char** argv) {
   app.add_option("--aes", aesthetic_score, "aesthetic score appended to prompts as OpenSora 1.2 does (negative: none)")
       ->capture_default_str();
   app.add_flag("--no-clean-caption", no_clean, "skip the caption cleaning (prompts are only lowercased and stripped)");
-  app.add_option("--cache-dtype", cache_dtype, "dtype of the stored features: model, fp16, bf16 or fp32 (halves the cache "
-                                               "memory with fp16/bf16)")->capture_default_str();
-  app.add_flag("--cache-on-host", cache_on_host, "keep the stored features in host memory (CUDA runs)");
   app.add_option("--resolution", resolution, "144p, 240p, 360p, 480p or 720p (with --aspect-ratio)")->capture_default_str();
   app.add_option("--aspect-ratio", aspect, "OpenSora's H:W name (9:16 is landscape: 240p -> 240x426; 1:1, 16:9, ...) or a key such as 0.56")
       ->capture_default_str();
@@ -144,56 +142,33 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   app.add_option("--shift-dtype", shift_dtype, "dtype of the timestep shift's size arguments: fp32, bf16 (the released bf16 "
                                                "config) or auto (bf16 with --dtype bf16)")->capture_default_str();
-  app.add_option("--cache", cache_spec, "cache policy POLICY[:k=v,...]: none, fora, toca, random (docs/caching.md)")->capture_default_str();
-  app.add_option("--device", device_arg, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--dtype", dtype_arg, "fp32 (cpu, cuda), fp16 or bf16 (cuda)")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  run.add_to(app);  // --cache, --cache-dtype, --cache-on-host, --device, --dtype, --threads, --trace, --flops-only, --quiet, --warmup
   app.add_option("--output", output, "FILE.mp4, FILE.gif or a folder of PNG frames (n > 1 videos: <stem>_<i>); default sample.mp4 "
                                      "(sample.gif without FFmpeg)");
   app.add_option("--init-noise", init_noise, "safetensors file whose tensor 'noise' [n, 4, T_lat, h, w] is the initial noise");
   app.add_option("--save-latents", save_latents, "write the final latents to this safetensors file (tensor 'latents')");
-  app.add_option("--trace", trace_path, "write a JSON trace: per step and site the action and selected tokens");
-  app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
-  app.add_flag("--quiet", quiet, "no progress bar");
-  app.add_flag("--warmup", warmup, "first an untimed, uncached 2-step run, so one-time costs (CUDA context, library handles, "
-                                   "first allocations) stay out of the reported time");
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (!prompts.empty() && !embeddings.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "--prompt and --embeddings: give one source of captions, not both");
     }
-    if (!prompts.empty() && t5_path.empty() && !flops_only) {
+    if (!prompts.empty() && t5_path.empty() && !run.flops_only) {
       throw Error(ErrorCode::kInvalidArgument, "--prompt needs --t5 (the T5-v1.1-XXL encoder folder or weights); or pass "
                                                "precomputed --embeddings");
     }
-    if (warmup && flops_only) {
-      throw Error(ErrorCode::kInvalidArgument, "--warmup with --flops-only: a FLOPs-only run computes nothing, so there is nothing to warm up");
-    }
-    const auto device = parse_device(device_arg, "--device");
-    const auto dtype = parse_dtype(dtype_arg, "--dtype");
-    if (device.is_cpu() && dtype != at::kFloat) {
-      throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
-    }
+    auto setup = cli::resolve(run);
+    const auto device = setup.device;
+    const auto dtype = setup.dtype;
+    const auto& policy = setup.policy;
+    CacheContext& cache = *setup.cache;
     if (shift_dtype != "auto" && shift_dtype != "fp32" && shift_dtype != "bf16") {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--shift-dtype '{}': expected auto, fp32 or bf16", shift_dtype));
     }
-    set_threads(threads, /*all_cores=*/true);
-    auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
-    CacheContext cache(policy, !trace_path.empty());
-    CacheStorage storage;
-    if (cache_dtype == "fp16") storage.dtype = at::kHalf;
-    else if (cache_dtype == "bf16") storage.dtype = at::kBFloat16;
-    else if (cache_dtype == "fp32") storage.dtype = at::kFloat;
-    else if (cache_dtype != "model") {
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("--cache-dtype '{}': expected model, fp16, bf16 or fp32", cache_dtype));
-    }
-    if (cache_on_host) storage.device = at::Device(at::kCPU);
-    cache.set_storage(storage);
     if (random_weights && (config_arg.empty() || !weights.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--random-weights needs --config and no --weights");
     }
-    if (weights.empty() && !((flops_only || random_weights) && !config_arg.empty())) {
+    if (weights.empty() && !((run.flops_only || random_weights) && !config_arg.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
     }
     if ((height > 0) != (width > 0) || height < 0 || width < 0) {
@@ -221,32 +196,20 @@ int main(int argc, char** argv) {
       if (file->contains("mask")) options.mask = file->load("mask");
     }
 
-    if (flops_only) {
+    if (run.flops_only) {
       const auto probe = config_arg.empty() ? open_weights(weights) : nullptr;  // shapes only, no tensor read
       const STDiT3Config config = resolve_config(config_arg, probe.get());
       simulate_stdit3(config, options, cache);
       const auto s = cache.summary();
       const auto latent = opensora_latent_size(frames, bucket_h, bucket_w);
-      // What a real run would keep: every site the schedule visits stores [rows, N, C] outputs and
-      // [rows, N] int32 ages (nothing for `none`), plus the last model output.
-      std::set<std::string> sites;
-      for (const auto& step : cache.steps())
-        for (const auto& r : step.sites) sites.insert(to_string(r.site));
-      const int64_t rows = cache.run_info().batch, tokens = cache.run_info().num_tokens;
-      const auto store_dtype = storage.dtype.value_or(dtype);
-      const double cache_bytes =
-          policy->stores() ? static_cast<double>(sites.size()) * rows * tokens *
-                                     (static_cast<double>(config.hidden_size) * at::elementSize(store_dtype) + 4) +
-                                 static_cast<double>(rows) * config.in_channels * latent[0] * latent[1] * latent[2] * 4
-                           : 0.0;
       std::cout << fmt::format("{} {} {} steps, {}x{} px, {} frames (latent {}x{}x{}), batch {}: {:.3f} TFLOPs of {:.3f} uncached, "
                                "FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
                                config.name, policy->to_string(), cache.steps().size(), bucket_h, bucket_w, frames, latent[0],
                                latent[1], latent[2], cache.run_info().batch, s.flops * 1e-12, s.full_flops * 1e-12,
                                s.flops_speedup(), 100 * s.computed_share());
-      std::cout << fmt::format("cache memory of a real run: {:.3f} MiB = {:.2f} GiB ({} sites, features in {})\n",
-                               cache_bytes / 1048576.0, cache_bytes / (1 << 30), sites.size(), c10::toString(store_dtype));
-      if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+      const int64_t rows = cache.run_info().batch;
+      cli::report_dry_cache(run, cache, *policy, config.hidden_size, dtype,
+                            static_cast<double>(rows) * config.in_channels * latent[0] * latent[1] * latent[2]);
       return 0;
     }
     if (random_captions != 0) {
@@ -325,19 +288,9 @@ int main(int argc, char** argv) {
       }
       options.init_noise = noise_file->load("noise");
     }
-    if (warmup) {
-      auto untimed = options;
-      untimed.steps = 2;
-      sample_stdit3(model, untimed);
-      if (device.is_cuda()) torch::cuda::synchronize(device.index());
-    }
-    options.cache = &cache;
-    double forward_seconds = 0;
-    options.forward_seconds = &forward_seconds;
-    const auto start = std::chrono::steady_clock::now();
-    if (!quiet) options.progress = [&](int64_t done, int64_t total) { progress_bar(done, total, start); };
-    auto latents = sample_stdit3(model, options);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto timed = cli::timed_sample<STDiT3SampleOptions>(run, setup, options, [&](const STDiT3SampleOptions& o) { return sample_stdit3(model, o); });
+    const at::Tensor& latents = timed.latents;
+    const double seconds = timed.seconds, forward_seconds = timed.forward_seconds;
 
     if (!save_latents.empty()) {
       write_safetensors(save_latents, {{"latents", latents.cpu()}},
@@ -355,7 +308,7 @@ int main(int argc, char** argv) {
         written.push_back(path);
       }
     }
-    if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+    if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
     const auto s = cache.summary();
     std::cout << fmt::format("{} videos of {}x{} px, {} frames with {} ({} steps, guidance {}) in {:.2f} s (model {:.2f} s){}{}\n",
                              latents.size(0), bucket_h, bucket_w, frames, config.name, steps, guidance, seconds, forward_seconds,

@@ -24,6 +24,7 @@
 #include <fmt/ranges.h>
 
 #include "common/cli_util.h"
+#include "common/run_options.h"
 #include "ditcache/ditcache.h"
 #include "ditcache/models/pixart.h"
 #include "ditcache/pipeline_pixart.h"
@@ -98,12 +99,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> prompts;
   std::string t5_path, tokenizer_path, aspect = "1:1";
   bool no_clean = false;
-  std::string device_arg = "cpu", dtype_arg = "fp32", output, init_noise, save_latents, cache_spec = "none", trace_path;
+  std::string output, init_noise, save_latents;
   int64_t resolution = 0, height = 0, width = 0, seed = 0, random_captions = 0;
-  int steps = 20, threads = 0;
+  int steps = 20;
   double guidance = 4.5;
-  bool quiet = false, flops_only = false, random_weights = false;
-  bool warmup = false;
+  bool random_weights = false;
+  cli::RunOptions run;
   app.add_option("--weights", weights, "PixArt-α weights: the original .pth (PixArt-XL-2-*.pth) or diffusers "
                                        "transformer/diffusion_pytorch_model.safetensors (not needed for --flops-only --config)");
   app.add_option("--transformer", weights, "alias of --weights");
@@ -134,18 +135,10 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps, "DPM-Solver++ steps (model calls)")->capture_default_str();
   app.add_option("--guidance", guidance, "classifier-free guidance scale")->capture_default_str();
   app.add_option("--seed", seed, "random seed")->capture_default_str();
-  app.add_option("--cache", cache_spec, "cache policy POLICY[:k=v,...]: none, fora, toca, random (docs/caching.md)")->capture_default_str();
-  app.add_option("--device", device_arg, "cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--dtype", dtype_arg, "fp32 (cpu, cuda), fp16 or bf16 (cuda)")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  run.add_to(app);  // --cache, --cache-dtype, --cache-on-host, --device, --dtype, --threads, --trace, --flops-only, --quiet, --warmup
   app.add_option("--output", output, "PNG file (n > 1 images: <stem>_<i>.png); default sample.png");
   app.add_option("--init-noise", init_noise, "safetensors file whose tensor 'noise' [n, 4, h, w] is the initial noise");
   app.add_option("--save-latents", save_latents, "write the final latents to this safetensors file (tensor 'latents')");
-  app.add_option("--trace", trace_path, "write a JSON trace: per step and site the action and selected tokens");
-  app.add_flag("--flops-only", flops_only, "run the cache schedule and the FLOPs counter without computing tensors");
-  app.add_flag("--quiet", quiet, "no progress bar");
-  app.add_flag("--warmup", warmup, "first an untimed, uncached 2-step run, so one-time costs (CUDA context, library handles, "
-                                   "first allocations) stay out of the reported time");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -157,25 +150,19 @@ int main(int argc, char** argv) {
     if (!prompts.empty() && !embeddings.empty()) {
       throw Error(ErrorCode::kInvalidArgument, "--prompt/--prompt-file and --embeddings: give one source of captions, not both");
     }
-    if (!prompts.empty() && t5_path.empty() && !flops_only) {
+    if (!prompts.empty() && t5_path.empty() && !run.flops_only) {
       throw Error(ErrorCode::kInvalidArgument, "--prompt needs --t5 (the T5-v1.1-XXL encoder folder or weights); or pass "
                                                "precomputed --embeddings");
     }
-    if (warmup && flops_only) {
-      throw Error(ErrorCode::kInvalidArgument, "--warmup with --flops-only: a FLOPs-only run computes nothing, so there is nothing to warm up");
-    }
-    const auto device = parse_device(device_arg, "--device");
-    const auto dtype = parse_dtype(dtype_arg, "--dtype");
-    if (device.is_cpu() && dtype != at::kFloat) {
-      throw Error(ErrorCode::kUnsupported, fmt::format("--dtype {} on the CPU: only fp32 is supported there", dtype_arg));
-    }
-    set_threads(threads, /*all_cores=*/true);
-    auto policy = std::shared_ptr<CachePolicy>(make_policy(cache_spec));
-    CacheContext cache(policy, !trace_path.empty());
+    auto setup = cli::resolve(run);
+    const auto device = setup.device;
+    const auto dtype = setup.dtype;
+    const auto& policy = setup.policy;
+    CacheContext& cache = *setup.cache;
     if (random_weights && (config_arg.empty() || !weights.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--random-weights needs --config and no --weights");
     }
-    if (weights.empty() && !((flops_only || random_weights) && !config_arg.empty())) {
+    if (weights.empty() && !((run.flops_only || random_weights) && !config_arg.empty())) {
       throw Error(ErrorCode::kInvalidArgument, "--weights is required (except with --config and --flops-only or --random-weights)");
     }
     if (!weights.empty()) require_file(weights, "--weights file");
@@ -235,7 +222,7 @@ int main(int argc, char** argv) {
           options.negative_y = efile->load("negative_y").to(at::kFloat);
           if (efile->contains("negative_mask")) options.negative_mask = efile->load("negative_mask");
         }
-      } else if (numerics == PixArtNumerics::kDiffusers && pixart_uses_cfg(options) && !flops_only) {
+      } else if (numerics == PixArtNumerics::kDiffusers && pixart_uses_cfg(options) && !run.flops_only) {
         throw Error(ErrorCode::kNotFound,
                     fmt::format("--embeddings {}: --numerics diffusers with guidance {} needs the negative prompt's T5 output "
                                 "'negative_y' [1, L, C] and its 'negative_mask' [1, L] (PixArtAlphaPipeline encodes \"\"); or "
@@ -244,29 +231,18 @@ int main(int argc, char** argv) {
       }
     }
 
-    if (flops_only) {
+    if (run.flops_only) {
       simulate_pixart(config, options, cache);
       const auto s = cache.summary();
       const auto latent = pixart_latent_size(config, options.height, options.width);
-      // What a real run would keep: every site the schedule visits stores [rows, N, C] outputs and
-      // [rows, N] int32 ages (nothing for `none`), plus the last noise prediction [rows, 4, h, w].
-      std::set<std::string> sites;
-      for (const auto& step : cache.steps())
-        for (const auto& r : step.sites) sites.insert(to_string(r.site));
-      const int64_t rows = cache.run_info().batch, tokens = cache.run_info().num_tokens;
-      const double cache_bytes =
-          policy->stores() ? static_cast<double>(sites.size()) * rows * tokens *
-                                     (static_cast<double>(config.hidden_size) * at::elementSize(dtype) + 4) +
-                                 static_cast<double>(rows) * config.in_channels * latent[0] * latent[1] * 4
-                           : 0.0;
+      const int64_t rows = cache.run_info().batch;
       std::cout << fmt::format("{} {} {} {} steps, {}x{} px{} (latent {}x{}), batch {}: {:.3f} TFLOPs of {:.3f} uncached, "
                                "FLOPs speedup {:.2f}x, tokens recomputed {:.1f}%\n",
                                config.name, to_string(numerics), policy->to_string(), cache.steps().size(), options.height,
                                options.width, size_note, latent[0], latent[1], rows, s.flops * 1e-12, s.full_flops * 1e-12,
                                s.flops_speedup(), 100 * s.computed_share());
-      std::cout << fmt::format("cache memory of a real run: {:.3f} MiB = {:.2f} GiB ({} sites, features in {})\n",
-                               cache_bytes / 1048576.0, cache_bytes / (1 << 30), sites.size(), c10::toString(dtype));
-      if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+      cli::report_dry_cache(run, cache, *policy, config.hidden_size, dtype,
+                            static_cast<double>(rows) * config.in_channels * latent[0] * latent[1]);
       return 0;
     }
     if (random_captions != 0) {
@@ -358,19 +334,9 @@ int main(int argc, char** argv) {
       }
       options.init_noise = noise_file->load("noise");
     }
-    if (warmup) {
-      auto untimed = options;
-      untimed.steps = 2;
-      sample_pixart(model, untimed);
-      if (device.is_cuda()) torch::cuda::synchronize(device.index());
-    }
-    options.cache = &cache;
-    double forward_seconds = 0;
-    options.forward_seconds = &forward_seconds;
-    const auto start = std::chrono::steady_clock::now();
-    if (!quiet) options.progress = [&](int64_t done, int64_t total) { progress_bar(done, total, start); };
-    auto latents = sample_pixart(model, options);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto timed = cli::timed_sample<PixArtSampleOptions>(run, setup, options, [&](const PixArtSampleOptions& o) { return sample_pixart(model, o); });
+    const at::Tensor& latents = timed.latents;
+    const double seconds = timed.seconds, forward_seconds = timed.forward_seconds;
 
     // Decode everything before writing anything, so a failure leaves no partial set of files.
     at::Tensor images;
@@ -391,7 +357,7 @@ int main(int argc, char** argv) {
         write_png(written.back(), images[i]);
       }
     }
-    if (!trace_path.empty()) write_text_file(trace_path, cache.trace_json());
+    if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
     const auto s = cache.summary();
     std::cout << fmt::format("{} images of {}x{} px{} with {} ({} numerics, {} steps, guidance {}) in {:.2f} s (model {:.2f} s){}{}\n",
                              latents.size(0), options.height, options.width, size_note, config.name, to_string(numerics), steps,
