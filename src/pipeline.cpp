@@ -10,6 +10,7 @@
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/sampling/gaussian_diffusion.h"
+#include "pipeline_dry.h"
 
 namespace ditcache {
 
@@ -53,15 +54,8 @@ void simulate_dit(const DiTConfig& config, const DiTSampleOptions& options, Cach
   const bool cfg = options.guidance_scale > 1.0;
   const int64_t rows = static_cast<int64_t>(options.class_labels.size()) * (cfg ? 2 : 1);
   const int steps = static_cast<int>(diffusion.num_steps());
-  cache.set_dry(true);
-  cache.begin_run(dit_run_info(config, rows, cfg, steps, to_string(options.sampler)));
-  for (int k = steps - 1; k >= 0; --k) {
-    cache.begin_step({k, steps - 1 - k});
-    count_dit_step_flops(config, cache, rows);
-    cache.end_step();
-    if (options.progress) options.progress(steps - k, steps);
-  }
-  cache.set_dry(false);
+  detail::run_dry(cache, dit_run_info(config, rows, cfg, steps, to_string(options.sampler)), steps,
+                  [&] { count_dit_step_flops(config, cache, rows); }, options.progress);
 }
 
 at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {

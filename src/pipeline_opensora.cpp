@@ -15,6 +15,7 @@
 #include "ditcache/models/opensora_vae.h"
 #include "ditcache/sampling/rflow.h"
 #include "ditcache/text/tokenizer.h"
+#include "pipeline_dry.h"
 
 namespace ditcache {
 
@@ -112,20 +113,9 @@ void simulate_stdit3(const STDiT3Config& config, const STDiT3SampleOptions& opti
   config.validate();
   const Plan p = plan_run(config, options, /*need_y=*/false);
   const int64_t rows = 2 * p.n;
-  cache.set_dry(true);
-  try {
-    cache.begin_run(stdit3_run_info(config, rows, true, p.frames, p.gh, p.gw, options.steps, "rflow"));
-    for (int i = 0; i < options.steps; ++i) {
-      cache.begin_step({i, i});
-      count_stdit3_step_flops(config, cache, rows, p.frames, p.gh, p.gw, p.caption_tokens);
-      cache.end_step();
-      if (options.progress) options.progress(i + 1, options.steps);
-    }
-  } catch (...) {
-    cache.set_dry(false);
-    throw;
-  }
-  cache.set_dry(false);
+  detail::run_dry(cache, stdit3_run_info(config, rows, true, p.frames, p.gh, p.gw, options.steps, "rflow"), options.steps,
+                  [&] { count_stdit3_step_flops(config, cache, rows, p.frames, p.gh, p.gw, p.caption_tokens); },
+                  options.progress);
 }
 
 at::Tensor sample_stdit3(STDiT3& model, const STDiT3SampleOptions& options) {

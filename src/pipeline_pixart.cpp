@@ -14,6 +14,7 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/sampling/dpm_solver.h"
 #include "ditcache/text/text_encoder.h"
+#include "pipeline_dry.h"
 
 namespace ditcache {
 
@@ -217,20 +218,8 @@ void simulate_pixart(const PixArtConfig& config, const PixArtSampleOptions& opti
   const Plan p = plan_run(config, options, /*need_y=*/false);
   const int64_t rows = p.cfg ? 2 * p.n : p.n;
   const int64_t gh = p.latent[0] / config.patch_size, gw = p.latent[1] / config.patch_size;
-  cache.set_dry(true);
-  try {
-    cache.begin_run(pixart_run_info(config, rows, p.cfg, gh, gw, options.steps, "dpm-solver++"));
-    for (int i = 0; i < options.steps; ++i) {
-      cache.begin_step({i, i});
-      count_pixart_step_flops(config, cache, rows, gh, gw, p.caption_tokens);
-      cache.end_step();
-      if (options.progress) options.progress(i + 1, options.steps);
-    }
-  } catch (...) {
-    cache.set_dry(false);
-    throw;
-  }
-  cache.set_dry(false);
+  detail::run_dry(cache, pixart_run_info(config, rows, p.cfg, gh, gw, options.steps, "dpm-solver++"), options.steps,
+                  [&] { count_pixart_step_flops(config, cache, rows, gh, gw, p.caption_tokens); }, options.progress);
 }
 
 at::Tensor sample_pixart(PixArt& model, const PixArtSampleOptions& options) {
