@@ -207,18 +207,19 @@ at::Tensor STDiT3BlockImpl::forward(const at::Tensor& x, const STDiT3BlockContex
   // What ran, for the FLOPs count: whole self-attention (also for a partial update), and the
   // cross-attention queries and MLP tokens actually computed.
   int64_t attn_queries = N, cross_queries = N, mlp_tokens = N;
-  // Self-attention (pre-gate output cached).
-  auto h = modulated(layer_norm(x), 0, 1);
+  // Self-attention on LN(x) modulated (pre-gate output cached). The norm runs inside the module
+  // call, so a reused site costs nothing.
+  auto attn_input = [&](const at::Tensor& in) { return modulated(layer_norm(in), 0, 1); };
   at::Tensor attn_out;
   if (cache) {
     attn_queries = 0;
-    attn_out = cache->run_attention({layer, kind, SiteKind::kSelfAttention}, h,
+    attn_out = cache->run_attention({layer, kind, SiteKind::kSelfAttention}, x,
                                     [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
                                       attn_queries = N;
-                                      return self_attention(in, ctx, queries, column_sums);
+                                      return self_attention(attn_input(in), ctx, queries, column_sums);
                                     });
   } else {
-    attn_out = self_attention(h, ctx, {}, nullptr);
+    attn_out = self_attention(attn_input(x), ctx, {}, nullptr);
   }
   auto out = x + gated(attn_out, 2);
 
@@ -238,17 +239,22 @@ at::Tensor STDiT3BlockImpl::forward(const at::Tensor& x, const STDiT3BlockContex
     out = out + cross(out, {}, nullptr);
   }
 
-  // MLP on the modulated tokens (pre-gate output cached).
-  auto m = modulated(layer_norm(out), 3, 4);
+  // MLP on the modulated tokens (pre-gate output cached). The norm and the per-frame modulation run
+  // inside the module call on all tokens, then the selected rows are taken (as a token-wise site
+  // would take them), so a reused site costs nothing and a partial one computes what it did.
+  auto feed_forward = [&](const at::Tensor& all, const at::Tensor& tokens) {
+    auto m = modulated(layer_norm(all), 3, 4);
+    if (tokens.defined()) m = m.gather(1, tokens.unsqueeze(-1).expand({B, tokens.size(1), C}));
+    mlp_tokens = m.size(1);
+    return mlp->forward(m);
+  };
   at::Tensor mlp_out;
   if (cache) {
     mlp_tokens = 0;
-    mlp_out = cache->run({layer, kind, SiteKind::kMLP}, m, [&](const at::Tensor& rows) {
-      mlp_tokens = rows.size(1);
-      return mlp->forward(rows);
-    });
+    mlp_out = cache->run_attention({layer, kind, SiteKind::kMLP}, out,
+                                   [&](const at::Tensor& all, const at::Tensor& tokens, at::Tensor*) { return feed_forward(all, tokens); });
   } else {
-    mlp_out = mlp->forward(m);
+    mlp_out = feed_forward(out, {});
   }
   out = out + gated(mlp_out, 5);
   if (cache) cache->add_flops(stdit3_block_flops(config_, kind, B, T, S, L, attn_queries, cross_queries, mlp_tokens), full_flops());

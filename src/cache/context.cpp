@@ -134,6 +134,18 @@ void CacheContext::age(Entry& entry, const SiteDecision& d) {
   if (d.action == Action::kPartial && d.tokens > 0) entry.ages.scatter_(1, d.indices, 0);
 }
 
+// After a full compute every token is fresh: the ages [B, N] int32 are zeroed in place (one fill,
+// no new tensor) once the site has them in this shape.
+void CacheContext::reset_ages(Entry& entry, const at::Tensor& x) {
+  const int64_t B = x.size(0), N = x.size(1);
+  if (entry.ages.defined() && entry.ages.dim() == 2 && entry.ages.size(0) == B && entry.ages.size(1) == N &&
+      entry.ages.device() == x.device()) {
+    entry.ages.zero_();
+  } else {
+    entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+  }
+}
+
 CacheContext::Entry& CacheContext::entry(const Site& site) {
   auto& e = entries_[key(site)];
   e.site = site;
@@ -208,7 +220,7 @@ at::Tensor CacheContext::run_site(const Site& site, const at::Tensor& x, const A
       if (stats) policy_->observe_attention(site, column_sums);
       if (!policy_->stores()) return out;
       entry.store = to_storage(out);
-      entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+      reset_ages(entry, x);
       return out;
     }
     case Action::kReuse:
@@ -216,7 +228,10 @@ at::Tensor CacheContext::run_site(const Site& site, const at::Tensor& x, const A
       return from_storage(entry.store, x);
     case Action::kPartial:
       if (d.tokens > 0) {
-        at::Tensor rows = token_module ? x.gather(1, d.indices.unsqueeze(-1).expand({B, d.tokens, x.size(2)})) : at::Tensor();
+        // [B, k, C]: the selected rows; one index serves the gather and the scatter when the module
+        // keeps the width and the store is on the model's device.
+        at::Tensor index = d.indices.unsqueeze(-1).expand({B, d.tokens, x.size(2)});
+        at::Tensor rows = token_module ? x.gather(1, index) : at::Tensor();
         at::Tensor row_stats;
         auto fresh = call(d.indices, rows, stats ? &row_stats : nullptr);  // [B, k, C']: the selected tokens only
         if (stats) {
@@ -227,8 +242,10 @@ at::Tensor CacheContext::run_site(const Site& site, const at::Tensor& x, const A
           }
           policy_->observe_attention_rows(site, d.indices, row_stats);
         }
-        auto index = d.indices.to(entry.store.device()).unsqueeze(-1).expand({B, d.tokens, fresh.size(2)});
-        entry.store.scatter_(1, index, fresh.to(entry.store.device(), entry.store.scalar_type()));
+        if (fresh.size(2) != x.size(2) || entry.store.device() != x.device()) {
+          index = d.indices.to(entry.store.device()).unsqueeze(-1).expand({B, d.tokens, fresh.size(2)});
+        }
+        entry.store.scatter_(1, index, like_store(fresh, entry.store));
       }
       age(entry, d);
       return from_storage(entry.store, x);
@@ -241,8 +258,14 @@ at::Tensor CacheContext::to_storage(const at::Tensor& t) const {
   return t.to(storage_.device.value_or(t.device()), storage_.dtype.value_or(t.scalar_type()));
 }
 
+at::Tensor CacheContext::like_store(const at::Tensor& t, const at::Tensor& store) {
+  if (t.device() == store.device() && t.scalar_type() == store.scalar_type()) return t;
+  return t.to(store.device(), store.scalar_type());
+}
+
 at::Tensor CacheContext::from_storage(const at::Tensor& stored, const at::Tensor& like) {
-  // A no-op (the same tensor) when the store is kept as computed.
+  // The same tensor, without an operator call, when the store is kept as computed.
+  if (stored.device() == like.device() && stored.scalar_type() == like.scalar_type()) return stored;
   return stored.to(like.device(), like.scalar_type());
 }
 
@@ -273,7 +296,7 @@ at::Tensor CacheContext::run_block(const Site& site, const at::Tensor& x, const 
   }
   if (!policy_->stores()) return out;
   entry.store = to_storage(out - x);  // [B, N, C] the block's residual update
-  entry.ages = at::zeros({B, N}, x.options().dtype(at::kInt));
+  reset_ages(entry, x);
   return out;
 }
 

@@ -135,11 +135,13 @@ class CacheContext {
   void check_decision(const Site& site, const SiteDecision& d, const Entry& entry, int64_t rows, int64_t tokens) const;
   void record(const Site& site, const SiteDecision& d);
   void age(Entry& entry, const SiteDecision& d);
+  void reset_ages(Entry& entry, const at::Tensor& x);
   at::Tensor run_site(const Site& site, const at::Tensor& x, const AttentionModule* attention, const TokenModule* token_module);
   Entry& entry(const Site& site);
   void count(Entry& entry, const SiteDecision& d, const at::Tensor& x);
   at::Tensor to_storage(const at::Tensor& t) const;
   static at::Tensor from_storage(const at::Tensor& stored, const at::Tensor& like);
+  static at::Tensor like_store(const at::Tensor& t, const at::Tensor& store);
 
   std::shared_ptr<CachePolicy> policy_;
   bool trace_ = false;

@@ -96,22 +96,48 @@ bool video_full_step(int step, SiteKind module) {
   return step <= 2 || step % cycle == 0;
 }
 
+namespace {
+
+// The entropy terms negated, u = sum_l w p log(w p + 1e-7) ([B, n] float32): the policy keeps these
+// and leaves out the negation, which is exact (see entropy_score_of_negated). In place on the
+// temporaries; the input is never written.
+at::Tensor negated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
+  auto p = probabilities.scalar_type() == at::kFloat ? probabilities : probabilities.to(at::kFloat);
+  if (cfg) p = p * 0.5;
+  return p.add(1e-7).log_().mul_(p).sum(-1);  // [B, n]
+}
+
+// concatenated_entropy_score from the negated terms: 1 + (t_c + t_u) = 1 - (u_c + u_u) bit for bit
+// (negating is exact and rounding is symmetric), normalised per row.
+at::Tensor entropy_score_of_negated(const at::Tensor& negated, bool cfg) {
+  at::Tensor s;
+  if (cfg) {
+    const int64_t half = negated.size(0) / 2;
+    s = at::rsub(at::add(negated.narrow(0, 0, half), negated.narrow(0, half, half)), 1);  // [B/2, N]
+  } else {
+    s = at::rsub(negated, 1);
+  }
+  return s.div_(s.norm(2, {1}, true).clamp_min_(1e-12));
+}
+
+}  // namespace
+
 at::Tensor concatenated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
   // Each half's probabilities sit on its own keys of the concatenated axis, scaled by 0.5 in the
   // CFG average; padding (probability 0) adds 0 · log(1e-7) = 0.
-  auto p = probabilities.to(at::kFloat);
-  if (cfg) p = p * 0.5;
-  return -(p * (p + 1e-7).log()).sum(-1);  // [B, n]
+  return negated_entropy_terms(probabilities, cfg).neg_();  // [B, n]
 }
 
 at::Tensor concatenated_entropy_score(const at::Tensor& terms, bool cfg) {
-  auto e = terms.to(at::kFloat);
+  auto e = terms.scalar_type() == at::kFloat ? terms : terms.to(at::kFloat);
+  at::Tensor s;
   if (cfg) {
-    auto halves = e.chunk(2, 0);
-    e = halves[0] + halves[1];  // [B/2, N]
+    const int64_t half = e.size(0) / 2;
+    s = at::add(e.narrow(0, 0, half), e.narrow(0, half, half)).add_(1);  // 1 + e_cond + e_uncond, [B/2, N]
+  } else {
+    s = e.add(1);
   }
-  auto s = 1 + e;
-  return s / s.norm(2, {1}, true).clamp_min(1e-12);
+  return s.div_(s.norm(2, {1}, true).clamp_min_(1e-12));
 }
 
 int64_t fresh_tokens(double ratio, int64_t num_tokens) {
@@ -120,22 +146,49 @@ int64_t fresh_tokens(double ratio, int64_t num_tokens) {
   return static_cast<int64_t>(r * static_cast<float>(num_tokens));
 }
 
+namespace {
+
+// s4's layout: the token ids of every g x g block of the grid, [blocks, g*g] int64, blocks and their
+// tokens row-major (the reference's reshape / permute order).
+at::Tensor spread_block_order(int64_t grid_h, int64_t grid_w, int g, const at::Device& device) {
+  if (g < 1 || grid_h % g || grid_w % g) {
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: s4 grid {} does not divide the {}x{} token grid", g, grid_h, grid_w));
+  }
+  return at::arange(grid_h * grid_w, at::TensorOptions().dtype(at::kLong).device(device))
+      .view({grid_h / g, g, grid_w / g, g})
+      .permute({0, 2, 1, 3})
+      .reshape({(grid_h / g) * (grid_w / g), g * g});  // [blocks, g*g]
+}
+
+// s4 in place on a score [B, N] that nothing else holds, with the block layout as spread_block_order
+// gives it, flat ([N]) and expanded over the rows ([B, blocks, g*g]): index_select, max, gather,
+// one scatter.
+void add_spread_bonus_(at::Tensor& score, const at::Tensor& order_flat, const at::Tensor& order_rows, double beta) {
+  const int64_t B = score.size(0), N = score.size(1), blocks = order_rows.size(1), per_block = order_rows.size(2);
+  auto values = score.index_select(1, order_flat).view({B, blocks, per_block});  // [B, blocks, g*g]
+  auto [best, where] = values.max(-1, true);                                     // [B, blocks, 1]: first maximum
+  auto token = order_rows.gather(-1, where);                                     // its token
+  // The reference's value there: best + (1 · best) · β; every other token keeps its score.
+  auto boosted = best + best * beta;
+  score.view({B, N, 1}).scatter_(1, token, boosted);
+}
+
+}  // namespace
+
 at::Tensor spread_bonus(const at::Tensor& score, int64_t grid_h, int64_t grid_w, int g, double beta) {
   if (grid_h % g || grid_w % g || score.size(1) != grid_h * grid_w) {
     throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: s4 grid {} does not divide the {}x{} token grid ({} tokens)",
                                                          g, grid_h, grid_w, score.size(1)));
   }
-  const int64_t B = score.size(0);
-  auto blocks = score.reshape({B, grid_h / g, g, grid_w / g, g}).permute({0, 1, 3, 2, 4}).reshape({B, -1, g * g});  // [B, blocks, g*g]
-  auto [best, where] = blocks.max(-1, true);                                                                     // [B, blocks, 1]
-  auto mask = at::zeros_like(blocks).scatter_(-1, where, 1.0);
-  auto boosted = blocks + mask * best * beta;
-  return boosted.reshape({B, grid_h / g, grid_w / g, g, g}).permute({0, 1, 3, 2, 4}).reshape({B, grid_h * grid_w});  // [B, N]
+  auto out = score.clone(at::MemoryFormat::Contiguous);
+  const auto order = spread_block_order(grid_h, grid_w, g, score.device());
+  add_spread_bonus_(out, order.view({-1}), order.expand({score.size(0), order.size(0), order.size(1)}), beta);
+  return out;  // [B, N]
 }
 
 at::Tensor attention_score(const at::Tensor& column_sums) {
-  auto s = column_sums.to(at::kFloat);
-  return s / s.norm(2, {1}, true).clamp_min(1e-12);
+  auto s = column_sums.scalar_type() == at::kFloat ? column_sums : column_sums.to(at::kFloat);
+  return s / s.norm(2, {1}, true).clamp_min_(1e-12);
 }
 
 at::Tensor select_top(const at::Tensor& score, int64_t k) {
@@ -222,6 +275,8 @@ class ToCaPolicy final : public CachePolicy {
     }
     threshold_ = interval_;
     scores_.assign(static_cast<size_t>(run.depth) * (model_ == Model::kVideo ? 2 : 1), at::Tensor());
+    s2_.assign(scores_.size(), at::Tensor());
+    block_order_ = block_order_rows_ = at::Tensor();
     generator_ = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
   }
 
@@ -271,11 +326,12 @@ class ToCaPolicy final : public CachePolicy {
 
   void observe_attention(const Site& site, const at::Tensor& stats) override {
     // DiT: s1 from the self-attention column sums; PixArt and STDiT3: the entropy terms of every
-    // token (s2 is formed when a score is needed). Both official codes compute s2 the same way: the
+    // token, kept negated (s2 is formed when a score is needed). Both official codes compute s2 the same way: the
     // rows' valid caption tokens on one concatenated key axis (block-diagonal mask), so the CFG
     // halves average over disjoint keys.
-    auto& slot = scores_.at(score_slot(site));
-    slot = model_ == Model::kDiT ? toca::attention_score(stats) : toca::concatenated_entropy_terms(stats, run_.cfg);
+    const size_t i = score_slot(site);
+    scores_.at(i) = model_ == Model::kDiT ? toca::attention_score(stats) : toca::negated_entropy_terms(stats, run_.cfg);
+    s2_.at(i) = at::Tensor();
   }
 
   void observe_attention_rows(const Site& site, const at::Tensor& indices, const at::Tensor& stats) override {
@@ -283,9 +339,16 @@ class ToCaPolicy final : public CachePolicy {
     // map; their entropy terms are exactly what changes. [B, k] into [B, N]. (OpenSora's does the
     // same, but its cross-attention ratio is negative: no rows are ever recomputed, none asked.)
     if (model_ != Model::kPixArt || site.kind != SiteKind::kCrossAttention) return;
-    auto& slot = scores_.at(score_slot(site));
+    const size_t i = score_slot(site);
+    auto& slot = scores_.at(i);
     if (!slot.defined()) return;
-    slot.scatter_(1, indices.to(slot.device()), toca::concatenated_entropy_terms(stats, run_.cfg).to(slot.device()));
+    auto terms = toca::negated_entropy_terms(stats, run_.cfg);
+    if (indices.device() == slot.device() && terms.device() == slot.device()) {
+      slot.scatter_(1, indices, terms);
+    } else {
+      slot.scatter_(1, indices.to(slot.device()), terms.to(slot.device()));
+    }
+    s2_.at(i) = at::Tensor();
   }
 
  private:
@@ -332,28 +395,51 @@ class ToCaPolicy final : public CachePolicy {
     return first_ || std::fmod(static_cast<double>(step_.index), threshold_) == 0;
   }
 
-  // s1 / s2 (or uniform noise) + λ3 · ages / N, then the s4 bonus. [B, N] float.
+  // s1 / s2 (or uniform noise) + λ3 · ages / N, then the s4 bonus. [B, N] float. Bit for bit the
+  // reference's arithmetic, in few device ops and none on the host: the staleness term is made
+  // fresh and the rest added in place; s2 is kept per layer until its terms change; s4's block
+  // layout is built once per run.
   at::Tensor score(const SiteState& state) {
     const auto& ages = state.ages;
     const int64_t B = ages.size(0), N = ages.size(1);
-    at::Tensor s;
+    // (ages · λ3) / N in float32 (an integer tensor times a double is float32, computed as the
+    // reference's ages.float() · λ3).
+    auto s = at::mul(ages, config_.staleness_weight);
+    if (s.scalar_type() != at::kFloat) s = s.to(at::kFloat);
+    s.div_(static_cast<double>(interval_));
+    at::Tensor base;  // [B, N], or [B/2, N] shared by both CFG halves
     if (config_.score == "random") {
       const int64_t rows = run_.cfg ? B / 2 : B;  // one draw shared by both CFG halves
-      s = at::rand({rows, N}, generator_, at::TensorOptions().dtype(at::kFloat)).to(ages.device());
-      if (run_.cfg) s = at::cat({s, s}, 0);
+      base = at::rand({rows, N}, generator_, at::TensorOptions().dtype(at::kFloat));
+      if (base.device() != s.device()) base = base.to(s.device());
     } else {
-      s = scores_.at(score_slot(state.site));
-      if (!s.defined()) {
+      const size_t i = score_slot(state.site);
+      const auto& stored = scores_.at(i);
+      if (!stored.defined()) {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for {} (no full step yet)", name_,
                                                              ditcache::to_string(state.site)));
       }
-      if (model_ != Model::kDiT) {
-        s = toca::concatenated_entropy_score(s, run_.cfg);  // [B/2, N] under CFG
-        if (run_.cfg) s = at::cat({s, s}, 0);               // s2 is shared by both CFG halves
+      if (model_ == Model::kDiT) {
+        base = stored;  // s1, per row
+      } else {
+        auto& s2 = s2_.at(i);
+        if (!s2.defined()) s2 = toca::entropy_score_of_negated(stored, run_.cfg);  // [B/2, N] under CFG
+        base = s2;
       }
     }
-    s = s + config_.staleness_weight * ages.to(at::kFloat) / static_cast<double>(interval_);
-    if (bonus_ > 0) s = toca::spread_bonus(s, run_.grid_h, run_.grid_w, grid_, bonus_);
+    if (base.size(0) == B) {
+      s.add_(base);
+    } else {
+      s.view({2, B / 2, N}).add_(base);  // the same rows for both CFG halves
+    }
+    if (bonus_ > 0) {
+      if (!block_order_.defined() || block_order_.device() != s.device() || block_order_rows_.size(0) != B) {
+        const auto order = toca::spread_block_order(run_.grid_h, run_.grid_w, grid_, s.device());
+        block_order_ = order.view({-1});
+        block_order_rows_ = order.expand({B, order.size(0), order.size(1)});
+      }
+      toca::add_spread_bonus_(s, block_order_, block_order_rows_, bonus_);
+    }
     return s;
   }
 
@@ -368,7 +454,9 @@ class ToCaPolicy final : public CachePolicy {
   double threshold_ = 3;
   StepInfo step_;
   bool first_ = true, step_full_ = true, block_full_ = true;
-  std::vector<at::Tensor> scores_;  // per layer (x block kind): DiT's s1, PixArt's / STDiT3's entropy terms; [B, N]
+  std::vector<at::Tensor> scores_;  // per layer (x block kind): DiT's s1, PixArt's / STDiT3's entropy terms negated; [B, N]
+  std::vector<at::Tensor> s2_;      // per slot: s2 from the current terms (PixArt, STDiT3); undefined when stale
+  at::Tensor block_order_, block_order_rows_;  // s4: the tokens of every g x g block, [N] and [B, blocks, g*g] int64
   at::Generator generator_;
 };
 
