@@ -21,6 +21,7 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -32,6 +33,7 @@
 #include <ATen/record_function.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "ditcache/ditcache.h"
 
@@ -65,6 +67,10 @@ struct Counter {
   std::array<Counts, kRegions> step{};  // this step, per region
   std::array<int64_t, kRegions> sites{};  // sites this step, per action (kCompute..kPartial)
   Counts pending_decide;          // a decision's ops, charged to the action that follows
+  bool names = false;             // also tally the cache's top-level calls by name
+  std::vector<std::string> pending_names;
+  std::map<std::string, int64_t> by_name[kRegions];  // per action: "aten::op" -> calls
+  std::map<std::string, int64_t> module_names[kRegions];  // the module calls under each action
 };
 
 Counter g_counter;
@@ -126,6 +132,8 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
     if (r >= kCompute && r <= kPartial) {
       c.step[r] += c.pending_decide;
       c.pending_decide = Counts{};
+      for (const auto& n : c.pending_names) ++c.by_name[r][n];
+      c.pending_names.clear();
       ++c.sites[r];
     }
     c.regions.push_back(r);
@@ -144,8 +152,11 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   const Region r = current_region();
   if (r == kDecide) {
     c.pending_decide += add;
+    if (c.names && add.top) c.pending_names.emplace_back(fn.name());
   } else {
     c.step[r] += add;
+    if (c.names && add.top && r >= kCompute && r <= kPartial) ++c.by_name[r][fn.name()];
+    if (c.names && add.top && r == kModule && c.regions.size() >= 2) ++c.module_names[c.regions[c.regions.size() - 2]][fn.name()];
   }
   return nullptr;
 }
@@ -175,6 +186,7 @@ struct Workload {
   std::function<void(CacheContext&, int steps)> begin;  // cache.begin_run for this model
   std::function<void(CacheContext*, int position)> step;  // one model call through the cache (and the update)
   std::function<void()> reset;                          // back to the initial latents
+  std::function<at::Tensor()> latents;                  // the current latents
 };
 
 c10::TensorOptions options(const c10::Device& device) { return at::TensorOptions().device(device); }
@@ -198,6 +210,7 @@ Workload dit_workload(const c10::Device& device) {
   w.steps = 10;
   w.begin = [=](CacheContext& cache, int steps) { cache.begin_run(dit_run_info(config, 2, true, steps, "ddim")); };
   w.reset = [=] { *x = x0; };
+  w.latents = [=] { return *x; };
   w.step = [=](CacheContext* cache, int position) {
     const int steps = cache->run_info().num_steps;
     const int index = steps - 1 - position;  // DiT counts down
@@ -237,6 +250,7 @@ Workload pixart_workload(const c10::Device& device) {
     cache.begin_run(pixart_run_info(config, 2, true, grid, grid, steps, "dpm-solver"));
   };
   w.reset = [=] { *x = x0; };
+  w.latents = [=] { return *x; };
   w.step = [=](CacheContext* cache, int position) {
     const int steps = cache->run_info().num_steps;
     PixArtInputs in = base;
@@ -285,6 +299,7 @@ Workload stdit3_workload(const c10::Device& device) {
     cache.begin_run(stdit3_run_info(config, 2, true, frames, h / 2, w_ / 2, steps, "rflow"));
   };
   w.reset = [=] { *x = x0; };
+  w.latents = [=] { return *x; };
   w.step = [=](CacheContext* cache, int position) {
     const int steps = cache->run_info().num_steps;
     STDiT3Inputs in = base;
@@ -313,7 +328,16 @@ struct Result {
   std::array<Counts, kRegions> site{};  // the cache's own ops per action, summed
   std::array<int64_t, kRegions> sites{};
   double ms = 0;                       // median wall time of a run, callbacks off
+  uint32_t latents = 0;                // FNV-1a of the final latents' bytes: equal hashes, bit-identical samples
 };
+
+uint32_t fnv1a(const at::Tensor& t) {
+  auto bytes = t.to(at::kCPU).contiguous();
+  const auto* p = static_cast<const unsigned char*>(bytes.data_ptr());
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < bytes.nbytes(); ++i) h = (h ^ p[i]) * 16777619u;
+  return h;
+}
 
 std::string per(int64_t value, int64_t n) { return n > 0 ? fmt::format("{:.1f}", static_cast<double>(value) / n) : "-"; }
 std::string ops(const Counts& c, int64_t n) { return n > 0 ? fmt::format("{} ({})", per(c.top, n), per(c.all, n)) : "-"; }
@@ -326,6 +350,8 @@ Result measure(Workload& w, const std::string& spec, int steps, int reps, const 
     if (device.is_cuda()) at::zeros({1}, options(device)).item<float>();  // waits for the device
   };
   // Counted run.
+  for (auto& m : g_counter.by_name) m.clear();
+  for (auto& m : g_counter.module_names) m.clear();
   const auto handle = at::addGlobalCallback(at::RecordFunctionCallback(on_start, on_end)
                                                 .needsInputs(true)
                                                 .scopes({at::RecordScope::FUNCTION, at::RecordScope::USER_SCOPE}));
@@ -353,6 +379,7 @@ Result measure(Workload& w, const std::string& spec, int steps, int reps, const 
     }
     r.cache += g_counter.pending_decide;
   }
+  r.latents = fnv1a(w.latents());
   at::removeCallback(handle);
   // Timed runs, no callback.
   std::vector<double> ms;
@@ -388,12 +415,14 @@ int main(int argc, char** argv) {
   std::string models = "dit,pixart,stdit3", device_name = "cpu";
   std::string policies = "none;fora:interval=3;toca";
   int steps = 0, reps = 3, threads = 1;
+  bool names = false;
   app.add_option("--models", models, "comma-separated: dit, pixart, stdit3")->capture_default_str();
   app.add_option("--policies", policies, "semicolon-separated policy strings")->capture_default_str();
   app.add_option("--steps", steps, "sampling steps (0: DiT 10, PixArt 10, STDiT3 12)")->capture_default_str();
   app.add_option("--reps", reps, "timed runs per row (median reported; one untimed run first)")->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads")->capture_default_str();
   app.add_option("--device", device_name, "cpu or cuda")->capture_default_str();
+  app.add_flag("--names", names, "after the table, the top-level operator calls per site by name, action and part (cache or module)");
   CLI11_PARSE(app, argc, argv);
   try {
     if (steps < 0 || reps < 0 || threads < 1) throw Error(ErrorCode::kInvalidArgument, "--steps and --reps must be >= 0, --threads >= 1");
@@ -401,13 +430,15 @@ int main(int argc, char** argv) {
     const c10::Device device(device_name);
     at::manual_seed(0);
     g_counter.thread = std::this_thread::get_id();
+    g_counter.names = names;
     fmt::print("Per step: ATen operator calls, top-level (all, nested included); syncs: host-device synchronisation "
                "points per step (of them in the cache machinery). Per site: the cache's own calls (decision, gather, "
                "scatter, ages, scores, statistics; not the module) by action. ms: a whole run without the callback, {} "
-               "thread(s), {}.\n\n", threads, device_name);
+               "thread(s), {}. latents: a hash of the final latents (equal: bit-identical samples).\n\n", threads, device_name);
     fmt::print("| model | policy | steps full / cached | ops / full step | ops / cached step | syncs / step (cache) | "
-               "cache ops / compute site | / reuse site | / partial site | ms / run |\n");
-    fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
+               "cache ops / compute site | / reuse site | / partial site | ms / run | latents |\n");
+    fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    std::vector<std::string> notes;  // --names
     for (const auto& name : split(models, ',')) {
       if (name != "dit" && name != "pixart" && name != "stdit3") {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("--models: unknown model '{}' (dit, pixart, stdit3)", name));
@@ -417,13 +448,30 @@ int main(int argc, char** argv) {
       for (const auto& spec : split(policies, ';')) {
         const auto r = measure(w, spec, n, reps, device);
         const int64_t total_steps = r.full_steps + r.cached_steps;
-        fmt::print("| {} | {} | {} / {} | {} | {} | {} ({}) | {} | {} | {} | {:.1f} |\n", w.name, spec, r.full_steps, r.cached_steps,
+        fmt::print("| {} | {} | {} / {} | {} | {} | {} ({}) | {} | {} | {} | {:.1f} | {:08x} |\n", w.name, spec, r.full_steps, r.cached_steps,
                    ops(r.full, r.full_steps), ops(r.cached, r.cached_steps),
                    per(r.full.syncs + r.cached.syncs, total_steps), per(r.cache.syncs, total_steps),
                    ops(r.site[kCompute], r.sites[kCompute]), ops(r.site[kReuse], r.sites[kReuse]),
-                   ops(r.site[kPartial], r.sites[kPartial]), r.ms);
+                   ops(r.site[kPartial], r.sites[kPartial]), r.ms, r.latents);
+        if (names) {
+          static const char* const kAction[kRegions] = {"", "", "compute", "reuse", "partial", ""};
+          for (int a = kCompute; a <= kPartial; ++a) {
+            if (g_counter.by_name[a].empty() && g_counter.module_names[a].empty()) continue;
+            std::string line;
+            for (const auto& [op, calls] : g_counter.by_name[a]) line += fmt::format(" {} {},", op, per(calls, r.sites[a]));
+            if (!line.empty()) {
+              notes.push_back(fmt::format("- {} {}, the cache per {} site:{}", w.name, spec, kAction[a], line.substr(0, line.size() - 1)));
+            }
+            line.clear();
+            for (const auto& [op, calls] : g_counter.module_names[a]) line += fmt::format(" {} {},", op, per(calls, r.sites[a]));
+            if (!line.empty()) {
+              notes.push_back(fmt::format("- {} {}, the module per {} site:{}", w.name, spec, kAction[a], line.substr(0, line.size() - 1)));
+            }
+          }
+        }
       }
     }
+    if (!notes.empty()) fmt::print("\nTop-level calls per site by name:\n{}\n", fmt::join(notes, "\n"));
   } catch (const std::exception& e) {
     std::cerr << "cache_overhead: " << e.what() << "\n";
     return 1;
