@@ -13,8 +13,11 @@
 // On the CPU the synchronisations are free and the op counts are what a GPU would launch, less the
 // views; every operator is roughly one kernel launch (5-10 us) there, and every sync a stall.
 //
-//   cache_overhead [--models dit,pixart,stdit3] [--policies none,fora:interval=3,toca] [--steps 0]
-//                  [--reps 3] [--threads 1] [--device cpu]
+// Each row also gives the wall time of a run (without the callback) and a hash of the final
+// latents: equal hashes across builds mean bit-identical samples. --names lists the calls by name.
+//
+//   cache_overhead [--models dit,pixart,stdit3] [--policies "none;fora:interval=3;toca"] [--steps 0]
+//                  [--reps 3] [--threads 1] [--device cpu] [--names]
 #include <algorithm>
 #include <array>
 #include <chrono>

@@ -411,7 +411,8 @@ class ToCaPolicy final : public CachePolicy {
     if (config_.score == "random") {
       const int64_t rows = run_.cfg ? B / 2 : B;  // one draw shared by both CFG halves
       base = at::rand({rows, N}, generator_, at::TensorOptions().dtype(at::kFloat));
-      if (base.device() != s.device()) base = base.to(s.device());
+      // Drawn on the host; to a GPU through pinned memory, so the copy does not stall the stream.
+      if (base.device() != s.device()) base = base.pin_memory().to(at::TensorOptions().device(s.device()), /*non_blocking=*/true);
     } else {
       const size_t i = score_slot(state.site);
       const auto& stored = scores_.at(i);
