@@ -20,6 +20,7 @@
 #include "ditcache/sampling/dpm_solver.h"
 #include "ditcache/text/text_encoder.h"
 #include "ditcache/text/tokenizer.h"
+#include "cache_test_util.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -195,28 +196,8 @@ TEST_P(PixArtDryFlops, EqualRealRun) {
   CacheContext dry(make_policy(policy));
   o.cache = nullptr;
   simulate_pixart(model->config(), o, dry);
-  EXPECT_FALSE(dry.dry());
   ASSERT_EQ(real.steps().size(), 6u);
-  ASSERT_EQ(dry.steps().size(), real.steps().size());
-  EXPECT_EQ(dry.run_info().batch, real.run_info().batch);
-  for (size_t i = 0; i < real.steps().size(); ++i) {
-    const auto& r = real.steps()[i];
-    const auto& d = dry.steps()[i];
-    EXPECT_EQ(r.mode, d.mode) << "step " << i;
-    EXPECT_DOUBLE_EQ(r.flops, d.flops) << "step " << i;
-    EXPECT_DOUBLE_EQ(r.full_flops, d.full_flops) << "step " << i;
-    ASSERT_EQ(r.sites.size(), d.sites.size()) << "step " << i;
-    for (size_t s = 0; s < r.sites.size(); ++s) {
-      EXPECT_TRUE(r.sites[s].site == d.sites[s].site) << "step " << i << " site " << s;
-      EXPECT_EQ(r.sites[s].action, d.sites[s].action) << "step " << i << " " << to_string(r.sites[s].site);
-      EXPECT_EQ(r.sites[s].tokens, d.sites[s].tokens) << "step " << i << " " << to_string(r.sites[s].site);
-    }
-  }
-  const auto rs = real.summary(), ds = dry.summary();
-  EXPECT_DOUBLE_EQ(rs.flops, ds.flops);
-  EXPECT_DOUBLE_EQ(rs.full_flops, ds.full_flops);
-  EXPECT_GT(rs.full_flops, 0);
-  if (policy != "none") EXPECT_LT(rs.flops, rs.full_flops) << "the policy never skipped work";
+  test::expect_dry_retraces_real(real, dry, policy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, PixArtDryFlops,
