@@ -98,6 +98,17 @@ inline void report_dry_cache(const RunOptions& run, const CacheContext& cache, c
   if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
 }
 
+/// The closing lines of a real run: the trace (with --trace) and the cache's FLOPs, recompute
+/// share and memory.
+inline void report_cache(const RunOptions& run, const CacheContext& cache, const CachePolicy& policy) {
+  if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
+  const auto s = cache.summary();
+  std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
+                           "cache memory {:.3f} MiB\n",
+                           policy.to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
+                           100 * s.computed_share(), s.cache_bytes / 1048576.0);
+}
+
 struct TimedSample {
   at::Tensor latents;
   double seconds = 0, forward_seconds = 0;

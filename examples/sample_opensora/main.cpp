@@ -308,16 +308,11 @@ int main(int argc, char** argv) {
         written.push_back(path);
       }
     }
-    if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
-    const auto s = cache.summary();
     std::cout << fmt::format("{} videos of {}x{} px, {} frames with {} ({} steps, guidance {}) in {:.2f} s (model {:.2f} s){}{}\n",
                              latents.size(0), bucket_h, bucket_w, frames, config.name, steps, guidance, seconds, forward_seconds,
                              written.empty() ? "" : " -> " + fmt::format("{}", fmt::join(written, ", ")),
                              save_latents.empty() ? "" : ", latents -> " + save_latents);
-    std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
-                             "cache memory {:.3f} MiB\n",
-                             policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
-                             100 * s.computed_share(), s.cache_bytes / 1048576.0);
+    report_cache(run, cache, *policy);
   } catch (const Error& e) {
     std::cerr << "sample_opensora: " << e.what() << "\n";
     return 1;

@@ -357,17 +357,12 @@ int main(int argc, char** argv) {
         write_png(written.back(), images[i]);
       }
     }
-    if (!run.trace.empty()) write_text_file(run.trace, cache.trace_json());
-    const auto s = cache.summary();
     std::cout << fmt::format("{} images of {}x{} px{} with {} ({} numerics, {} steps, guidance {}) in {:.2f} s (model {:.2f} s){}{}\n",
                              latents.size(0), options.height, options.width, size_note, config.name, to_string(numerics), steps,
                              guidance, seconds, forward_seconds,
                              written.empty() ? "" : " -> " + fmt::format("{}", fmt::join(written, ", ")),
                              save_latents.empty() ? "" : ", latents -> " + save_latents);
-    std::cout << fmt::format("cache {}: {:.3f} TFLOPs of {:.3f} uncached (FLOPs speedup {:.2f}x), tokens recomputed {:.1f}%, "
-                             "cache memory {:.3f} MiB\n",
-                             policy->to_string(), s.flops * 1e-12, s.full_flops * 1e-12, s.flops_speedup(),
-                             100 * s.computed_share(), s.cache_bytes / 1048576.0);
+    report_cache(run, cache, *policy);
   } catch (const Error& e) {
     std::cerr << "sample_pixart: " << e.what() << "\n";
     return 1;
