@@ -43,13 +43,33 @@ struct TrainOptions {
   c10::Device device_ = c10::kCPU;  // parsed from `device`
   bool resume = false;
   bool ema_warmup = false;  // decay min(ema, (1 + s) / (10 + s)) at step s
+  double min_snr = 0;       // > 0: Min-SNR-gamma weighting of the eps MSE (DiT: off)
 };
 
-// What a checkpoint must agree on to be resumed: batch, seed, data seed, peak learning rate.
+// What a checkpoint must agree on to be resumed: the data and noise streams (batch, seed, data
+// seed), the peak learning rate, the EMA (decay and warm-up) and the loss weighting, in this order.
+constexpr const char* kRunIdentityNames = "batch, seed, data seed, lr, ema, ema-warmup, min-snr";
 at::Tensor run_identity(const TrainOptions& o) {
   return at::tensor(std::vector<double>{static_cast<double>(o.batch), static_cast<double>(o.seed),
-                                        static_cast<double>(o.data_seed), o.lr},
+                                        static_cast<double>(o.data_seed), o.lr, o.ema, o.ema_warmup ? 1.0 : 0.0, o.min_snr},
                     at::TensorOptions().dtype(at::kDouble));
+}
+
+std::string join_values(const at::Tensor& values) {
+  auto v = values.contiguous();
+  return fmt::format("{}", fmt::join(std::vector<double>(v.data_ptr<double>(), v.data_ptr<double>() + v.numel()), ", "));
+}
+
+// A train_shapes checkpoint (a LibTorch archive), with an error that names the file.
+torch::serialize::InputArchive load_checkpoint(const std::string& path, c10::Device device) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path, device);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}' is not a train_shapes checkpoint (a LibTorch archive): {}",
+                                                path, e.what_without_backtrace()));
+  }
+  return archive;
 }
 
 // Linear warm-up, then cosine decay to min_lr_ratio * lr.
@@ -77,31 +97,52 @@ void train(torch::nn::Module& model, const TrainOptions& o,
   torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
   int64_t start_step = 0;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
-    torch::serialize::InputArchive archive;
     if (o.time_budget > 0) {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("--time-budget with --resume: {} exists, and a budget would change the learning-rate "
                               "schedule of a run already under way; resume with --steps instead", o.checkpoint));
     }
-    archive.load_from(o.checkpoint, o.device_);
-    torch::serialize::InputArchive m, e, opt;
-    archive.read("model", m);
-    archive.read("ema", e);
-    archive.read("optimizer", opt);
-    model.load(m);
-    ema_model.load(e);
-    optimizer.load(opt);
+    auto archive = load_checkpoint(o.checkpoint, o.device_);
     at::Tensor step, identity;
-    archive.read("step", step);
-    archive.read("run", identity);
+    try {
+      archive.read("step", step);
+      archive.read("run", identity);
+    } catch (const c10::Error& err) {
+      throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}' has no step and run record: {}", o.checkpoint,
+                                                  err.what_without_backtrace()));
+    }
     start_step = step.item<int64_t>();
     // The step count may grow (a continued run); what defines the data and noise streams may not.
     const auto expected = run_identity(o);
-    if (!at::equal(identity, expected)) {
+    if (identity.sizes() != expected.sizes() || !at::equal(identity, expected)) {
       throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("--resume: {} was written with batch, seed, data seed, lr = {}; this run has {}", o.checkpoint,
-                              fmt::join(std::vector<double>(identity.data_ptr<double>(), identity.data_ptr<double>() + 4), ", "),
-                              fmt::join(std::vector<double>(expected.data_ptr<double>(), expected.data_ptr<double>() + 4), ", ")));
+                  fmt::format("--resume: {} was written with {} = {}; this run has {}{}", o.checkpoint, kRunIdentityNames,
+                              join_values(identity), join_values(expected),
+                              identity.sizes() != expected.sizes() ? " (a checkpoint of an older train_shapes)" : ""));
+    }
+    // Module::load replaces each tensor with the stored one whatever its shape, so the shapes are
+    // compared here: a checkpoint of another architecture must not slip in.
+    std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+    for (const auto& item : model.named_parameters()) shapes.emplace_back(item.key(), item.value().sizes().vec());
+    try {
+      torch::serialize::InputArchive m, e, opt;
+      archive.read("model", m);
+      archive.read("ema", e);
+      archive.read("optimizer", opt);
+      model.load(m);
+      ema_model.load(e);
+      optimizer.load(opt);
+    } catch (const c10::Error& err) {
+      throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}' does not hold this {}'s model, EMA and optimizer "
+                                                  "(another --config?): {}", o.checkpoint, what, err.what_without_backtrace()));
+    }
+    for (const auto& [name, sizes] : shapes) {
+      const auto found = model.named_parameters()[name].sizes().vec();
+      if (found != sizes) {
+        throw Error(ErrorCode::kShapeMismatch,
+                    fmt::format("checkpoint '{}' holds another architecture (another --config?): {} is [{}], this {} "
+                                "has [{}]", o.checkpoint, name, fmt::join(found, ", "), what, fmt::join(sizes, ", ")));
+      }
     }
     std::fprintf(stderr, "resumed %s from %s at step %lld\n", what.c_str(), o.checkpoint.c_str(), static_cast<long long>(start_step));
   } else {
@@ -268,6 +309,9 @@ int main(int argc, char** argv) {
   add_common(*dit_cmd, dit_opts);
   dit_cmd->add_option("--config", config_path, "DiT config JSON (in_channels 3, num_classes 10)")->required();
   dit_cmd->add_option("--class-dropout", class_dropout, "probability of the null label (for guidance)")->capture_default_str();
+  dit_cmd->add_option("--min-snr", dit_opts.min_snr,
+                      "> 0: weight each sample's eps MSE by min(SNR(t), gamma) / SNR(t) (Min-SNR-gamma; 0: DiT's "
+                      "unweighted objective)")->capture_default_str();
   std::string init_weights;
   dit_cmd->add_option("--init-weights", init_weights,
                       "start from these DiT weights (e.g. the shipped EMA) instead of DiT's initialisation; a fresh "
@@ -303,8 +347,9 @@ int main(int argc, char** argv) {
     if (export_cmd->parsed()) {
       const DiTConfig config = DiTConfig::from_json_file(config_path);
       DiT ema(config);
-      torch::serialize::InputArchive archive, e;
-      archive.load_from(export_ckpt);
+      cli::require_file(export_ckpt, "--checkpoint");
+      auto archive = load_checkpoint(export_ckpt, c10::kCPU);
+      torch::serialize::InputArchive e;
       archive.read(export_which, e);
       ema->torch::nn::Module::load(e);
       at::Tensor step;
@@ -329,6 +374,9 @@ int main(int argc, char** argv) {
                   fmt::format("bad training options: steps {} batch {} lr {} ema {} warmup {} grad-clip {} (need steps, "
                               "batch, warmup >= 1, lr > 0, 0 <= ema < 1, grad-clip >= 0)", o.steps, o.batch, o.lr, o.ema,
                               o.warmup, o.grad_clip));
+    }
+    if (is_dit && !(dit_opts.min_snr >= 0)) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("--min-snr {}: expected >= 0 (0: off)", dit_opts.min_snr));
     }
     if (is_dit && !(class_dropout >= 0 && class_dropout < 1)) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--class-dropout {}: expected [0, 1)", class_dropout));
@@ -369,6 +417,15 @@ int main(int argc, char** argv) {
       ema->to(o.device_);
       model->train();
       const GaussianDiffusion diffusion("1000");
+      // Min-SNR-gamma weights of the eps MSE per timestep (all 1 when off).
+      std::vector<double> snr_weights(diffusion.alphas_cumprod().size(), 1.0);
+      if (o.min_snr > 0) {
+        for (size_t i = 0; i < snr_weights.size(); ++i) {
+          const double a = diffusion.alphas_cumprod()[i], snr = a / (1.0 - a);
+          snr_weights[i] = std::min(snr, o.min_snr) / snr;
+        }
+      }
+      const auto mse_weight = at::tensor(snr_weights, at::TensorOptions().dtype(at::kFloat)).to(o.device_);
       auto loss_of = [&](const ShapesBatch& batch, at::Generator& gen) {
         const int64_t B = batch.images.size(0);
         // Random draws come from the step's CPU generator on every device (the same numbers).
@@ -377,7 +434,9 @@ int main(int argc, char** argv) {
         auto k = at::randint(0, 1000, {B}, gen, at::TensorOptions().dtype(at::kLong)).to(o.device_);
         auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(o.device_);
         auto x_t = diffusion.q_sample(batch.images, k, noise);
-        return diffusion.training_loss(model->forward(x_t, k, y), batch.images, x_t, k, noise).loss.mean();
+        auto terms = diffusion.training_loss(model->forward(x_t, k, y), batch.images, x_t, k, noise);
+        if (o.min_snr <= 0) return terms.loss.mean();
+        return (mse_weight.index_select(0, k) * terms.mse + terms.vb).mean();
       };
       train(*model, dit_opts, loss_of, "dit", *ema);
       ema->eval();
