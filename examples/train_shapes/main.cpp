@@ -43,15 +43,14 @@ struct TrainOptions {
   c10::Device device_ = c10::kCPU;  // parsed from `device`
   bool resume = false;
   bool ema_warmup = false;  // decay min(ema, (1 + s) / (10 + s)) at step s
-  double min_snr = 0;       // > 0: Min-SNR-gamma weighting of the eps MSE (DiT: off)
 };
 
 // What a checkpoint must agree on to be resumed: the data and noise streams (batch, seed, data
-// seed), the peak learning rate, the EMA (decay and warm-up) and the loss weighting, in this order.
-constexpr const char* kRunIdentityNames = "batch, seed, data seed, lr, ema, ema-warmup, min-snr";
+// seed), the peak learning rate and the EMA (decay and warm-up), in this order.
+constexpr const char* kRunIdentityNames = "batch, seed, data seed, lr, ema, ema-warmup";
 at::Tensor run_identity(const TrainOptions& o) {
   return at::tensor(std::vector<double>{static_cast<double>(o.batch), static_cast<double>(o.seed),
-                                        static_cast<double>(o.data_seed), o.lr, o.ema, o.ema_warmup ? 1.0 : 0.0, o.min_snr},
+                                        static_cast<double>(o.data_seed), o.lr, o.ema, o.ema_warmup ? 1.0 : 0.0},
                     at::TensorOptions().dtype(at::kDouble));
 }
 
@@ -309,9 +308,6 @@ int main(int argc, char** argv) {
   add_common(*dit_cmd, dit_opts);
   dit_cmd->add_option("--config", config_path, "DiT config JSON (in_channels 3, num_classes 10)")->required();
   dit_cmd->add_option("--class-dropout", class_dropout, "probability of the null label (for guidance)")->capture_default_str();
-  dit_cmd->add_option("--min-snr", dit_opts.min_snr,
-                      "> 0: weight each sample's eps MSE by min(SNR(t), gamma) / SNR(t) (Min-SNR-gamma; 0: DiT's "
-                      "unweighted objective)")->capture_default_str();
   std::string init_weights;
   dit_cmd->add_option("--init-weights", init_weights,
                       "start from these DiT weights (e.g. the shipped EMA) instead of DiT's initialisation; a fresh "
@@ -375,9 +371,6 @@ int main(int argc, char** argv) {
                               "batch, warmup >= 1, lr > 0, 0 <= ema < 1, grad-clip >= 0)", o.steps, o.batch, o.lr, o.ema,
                               o.warmup, o.grad_clip));
     }
-    if (is_dit && !(dit_opts.min_snr >= 0)) {
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("--min-snr {}: expected >= 0 (0: off)", dit_opts.min_snr));
-    }
     if (is_dit && !(class_dropout >= 0 && class_dropout < 1)) {
       throw Error(ErrorCode::kInvalidArgument, fmt::format("--class-dropout {}: expected [0, 1)", class_dropout));
     }
@@ -417,15 +410,6 @@ int main(int argc, char** argv) {
       ema->to(o.device_);
       model->train();
       const GaussianDiffusion diffusion("1000");
-      // Min-SNR-gamma weights of the eps MSE per timestep (all 1 when off).
-      std::vector<double> snr_weights(diffusion.alphas_cumprod().size(), 1.0);
-      if (o.min_snr > 0) {
-        for (size_t i = 0; i < snr_weights.size(); ++i) {
-          const double a = diffusion.alphas_cumprod()[i], snr = a / (1.0 - a);
-          snr_weights[i] = std::min(snr, o.min_snr) / snr;
-        }
-      }
-      const auto mse_weight = at::tensor(snr_weights, at::TensorOptions().dtype(at::kFloat)).to(o.device_);
       auto loss_of = [&](const ShapesBatch& batch, at::Generator& gen) {
         const int64_t B = batch.images.size(0);
         // Random draws come from the step's CPU generator on every device (the same numbers).
@@ -434,9 +418,7 @@ int main(int argc, char** argv) {
         auto k = at::randint(0, 1000, {B}, gen, at::TensorOptions().dtype(at::kLong)).to(o.device_);
         auto noise = at::randn(batch.images.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(o.device_);
         auto x_t = diffusion.q_sample(batch.images, k, noise);
-        auto terms = diffusion.training_loss(model->forward(x_t, k, y), batch.images, x_t, k, noise);
-        if (o.min_snr <= 0) return terms.loss.mean();
-        return (mse_weight.index_select(0, k) * terms.mse + terms.vb).mean();
+        return diffusion.training_loss(model->forward(x_t, k, y), batch.images, x_t, k, noise).loss.mean();
       };
       train(*model, dit_opts, loss_of, "dit", *ema);
       ema->eval();
