@@ -71,6 +71,31 @@ torch::serialize::InputArchive load_checkpoint(const std::string& path, c10::Dev
   return archive;
 }
 
+// Loads the module stored under `key` of a checkpoint. Module::load replaces each tensor with the
+// stored one whatever its shape, so the shapes are compared afterwards: a checkpoint of another
+// architecture must not slip in.
+void load_module(torch::nn::Module& module, torch::serialize::InputArchive& archive, const std::string& key,
+                 const std::string& path) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const auto& item : module.named_parameters()) shapes.emplace_back(item.key(), item.value().sizes().vec());
+  try {
+    torch::serialize::InputArchive stored;
+    archive.read(key, stored);
+    module.load(stored);
+  } catch (const c10::Error& err) {
+    throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}': its {} does not fit this model (another --config?): {}",
+                                                path, key, err.what_without_backtrace()));
+  }
+  for (const auto& [name, sizes] : shapes) {
+    const auto found = module.named_parameters()[name].sizes().vec();
+    if (found != sizes) {
+      throw Error(ErrorCode::kShapeMismatch,
+                  fmt::format("checkpoint '{}' holds another architecture (another --config?): {} {} is [{}], the "
+                              "config's is [{}]", path, key, name, fmt::join(found, ", "), fmt::join(sizes, ", ")));
+    }
+  }
+}
+
 // Linear warm-up, then cosine decay to min_lr_ratio * lr.
 double learning_rate(const TrainOptions& o, int64_t steps, int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
@@ -119,29 +144,15 @@ void train(torch::nn::Module& model, const TrainOptions& o,
                               join_values(identity), join_values(expected),
                               identity.sizes() != expected.sizes() ? " (a checkpoint of an older train_shapes)" : ""));
     }
-    // Module::load replaces each tensor with the stored one whatever its shape, so the shapes are
-    // compared here: a checkpoint of another architecture must not slip in.
-    std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-    for (const auto& item : model.named_parameters()) shapes.emplace_back(item.key(), item.value().sizes().vec());
+    load_module(model, archive, "model", o.checkpoint);
+    load_module(ema_model, archive, "ema", o.checkpoint);
     try {
-      torch::serialize::InputArchive m, e, opt;
-      archive.read("model", m);
-      archive.read("ema", e);
-      archive.read("optimizer", opt);
-      model.load(m);
-      ema_model.load(e);
-      optimizer.load(opt);
+      torch::serialize::InputArchive stored;
+      archive.read("optimizer", stored);
+      optimizer.load(stored);
     } catch (const c10::Error& err) {
-      throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}' does not hold this {}'s model, EMA and optimizer "
-                                                  "(another --config?): {}", o.checkpoint, what, err.what_without_backtrace()));
-    }
-    for (const auto& [name, sizes] : shapes) {
-      const auto found = model.named_parameters()[name].sizes().vec();
-      if (found != sizes) {
-        throw Error(ErrorCode::kShapeMismatch,
-                    fmt::format("checkpoint '{}' holds another architecture (another --config?): {} is [{}], this {} "
-                                "has [{}]", o.checkpoint, name, fmt::join(found, ", "), what, fmt::join(sizes, ", ")));
-      }
+      throw Error(ErrorCode::kFormat, fmt::format("checkpoint '{}': its optimizer state does not fit this {}: {}",
+                                                  o.checkpoint, what, err.what_without_backtrace()));
     }
     std::fprintf(stderr, "resumed %s from %s at step %lld\n", what.c_str(), o.checkpoint.c_str(), static_cast<long long>(start_step));
   } else {
@@ -345,9 +356,7 @@ int main(int argc, char** argv) {
       DiT ema(config);
       cli::require_file(export_ckpt, "--checkpoint");
       auto archive = load_checkpoint(export_ckpt, c10::kCPU);
-      torch::serialize::InputArchive e;
-      archive.read(export_which, e);
-      ema->torch::nn::Module::load(e);
+      load_module(*ema, archive, export_which, export_ckpt);
       at::Tensor step;
       archive.read("step", step);
       write_safetensors(export_out, named_tensors(*ema, at::kHalf),

@@ -41,7 +41,12 @@ done
 sed 's/"hidden_size": 32/"hidden_size": 48/' "$work/tiny.json" >"$work/wide.json"
 "$train" dit --config "$work/wide.json" --batch 2 --warmup 10 --threads 1 --steps 8 --output "$work/b.safetensors" \
   --resume >/dev/null 2>"$work/err.txt" && fail "resume with another architecture accepted"
-grep -q "holds another architecture" "$work/err.txt" || fail "resume, other config: $(cat "$work/err.txt")"
+grep -q "holds another architecture (another --config?): model .* the config.s is \\[48" "$work/err.txt" \
+  || fail "resume, other config: $(cat "$work/err.txt")"
+"$train" export --config "$work/wide.json" --checkpoint "$work/a.safetensors.ckpt" --output "$work/wide.safetensors" \
+  >/dev/null 2>"$work/err.txt" && fail "export with another architecture accepted"
+grep -q "holds another architecture" "$work/err.txt" || fail "export, other config: $(cat "$work/err.txt")"
+[ ! -e "$work/wide.safetensors" ] || fail "a refused export left weights behind"
 "$train" dit --config "$work/tiny.json" --batch 2 --warmup 120 --threads 1 --steps 8 --time-budget 60 \
   --output "$work/b.safetensors" --resume >/dev/null 2>"$work/err.txt" \
   && fail "--time-budget with --resume accepted"
