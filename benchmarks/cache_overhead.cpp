@@ -39,6 +39,8 @@
 #include <fmt/ranges.h>
 
 #include "ditcache/ditcache.h"
+#include "ditcache/step_driver.h"
+#include "common/cli_util.h"
 
 namespace {
 
@@ -180,19 +182,51 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tiny models with random weights, driven step by step through a CacheContext with CFG
-// (batch [cond; uncond]) and a plain update x <- x - 0.05 * eps, so every step sees new inputs.
+// Tiny models with random weights, driven step by step through a StepDriver with CFG (batch
+// [cond; uncond]) and a plain update x <- x - 0.05 * guided eps, so every step sees new inputs.
 
 struct Workload {
   std::string name;
   int steps = 0;
-  std::function<void(CacheContext&, int steps)> begin;  // cache.begin_run for this model
+  std::function<void(CacheContext&, int steps)> begin;    // a new run through the cache
   std::function<void(CacheContext*, int position)> step;  // one model call through the cache (and the update)
-  std::function<void()> reset;                          // back to the initial latents
-  std::function<at::Tensor()> latents;                  // the current latents
+  std::function<void()> reset;                            // back to the initial latents
+  std::function<at::Tensor()> latents;                    // the current latents
 };
 
 c10::TensorOptions options(const c10::Device& device) { return at::TensorOptions().device(device); }
+
+// Any backbone: `model` keeps the module alive, `base` holds its conditions for the CFG batch,
+// `timestep(position, steps)` is the time the model sees and `guidance` the CFG scale.
+template <typename Model>
+Workload make_workload(const std::string& name, int steps, Model model, const at::Tensor& x0, const BackboneInputs& base,
+                       std::function<at::Tensor(int position, int steps)> timestep, double guidance) {
+  auto x = std::make_shared<at::Tensor>(x0);
+  auto driver = std::make_shared<std::shared_ptr<StepDriver>>();  // the current run's
+  auto impl = model.ptr();                                         // the module, kept alive by the workload
+  const auto device = x0.device();
+  const int64_t cin = x0.size(1);
+  Workload w;
+  w.name = name;
+  w.steps = steps;
+  w.begin = [=](CacheContext& cache, int n) {
+    BackboneInputs in = base;
+    in.x = at::cat({*x, *x}, 0);
+    *driver = std::make_shared<StepDriver>(&cache, impl->info(), impl->run_shape(in), n, "overhead", device);
+  };
+  w.reset = [=] { *x = x0; };
+  w.latents = [=] { return *x; };
+  w.step = [=](CacheContext*, int position) {
+    auto& d = **driver;
+    BackboneInputs in = base;
+    in.x = at::cat({*x, *x}, 0);
+    in.timestep = timestep(position, d.num_steps());
+    auto eps = d.step(position, [&](CacheContext* cache) { return impl->forward(in, cache).narrow(1, 0, cin); });
+    auto halves = eps.chunk(2, 0);
+    *x = *x - 0.05 * (halves[1] + guidance * (halves[0] - halves[1]));
+  };
+  return w;
+}
 
 Workload dit_workload(const c10::Device& device) {
   DiTConfig config;
@@ -202,28 +236,16 @@ Workload dit_workload(const c10::Device& device) {
   config.num_heads = 4;
   config.input_size = 16;  // 8 x 8 tokens
   config.num_classes = 10;
-  auto model = std::make_shared<DiT>(config);
-  (*model)->eval();
-  (*model)->to(device);
+  DiT model(config);
+  model->eval();
+  model->to(device);
+  BackboneInputs base;
+  base.y = at::tensor({3, config.num_classes}, options(device).dtype(at::kLong));  // class 3, then the null class
   auto x0 = at::randn({1, config.in_channels, config.input_size, config.input_size}, options(device));
-  auto x = std::make_shared<at::Tensor>(x0);
-  auto y = at::tensor({3, config.num_classes}, options(device).dtype(at::kLong));  // class 3, then the null class
-  Workload w;
-  w.name = "DiT";
-  w.steps = 10;
-  w.begin = [=](CacheContext& cache, int steps) { cache.begin_run(dit_run_info(config, 2, true, steps, "ddim")); };
-  w.reset = [=] { *x = x0; };
-  w.latents = [=] { return *x; };
-  w.step = [=](CacheContext* cache, int position) {
-    const int steps = cache->run_info().num_steps;
+  return make_workload("DiT", 10, model, x0, base, [device](int position, int steps) {
     const int index = steps - 1 - position;  // DiT counts down
-    auto t = at::full({2}, (index + 1) * 999 / steps, options(device).dtype(at::kLong));
-    cache->begin_step({index, position});
-    auto eps = (*model)->forward_with_cfg(at::cat({*x, *x}, 0), t, y, 4.0, cache).narrow(1, 0, config.in_channels);
-    cache->end_step();
-    *x = *x - 0.05 * eps.narrow(0, 0, 1);
-  };
-  return w;
+    return at::full({2}, (index + 1) * 999 / steps, options(device).dtype(at::kLong));
+  }, 4.0);
 }
 
 Workload pixart_workload(const c10::Device& device) {
@@ -235,42 +257,18 @@ Workload pixart_workload(const c10::Device& device) {
   config.caption_channels = 32;
   config.model_max_length = 8;
   config.input_size = 16;  // 8 x 8 tokens, four 4 x 4 blocks for ToCa's s4
-  auto model = std::make_shared<PixArt>(config);
-  (*model)->eval();
-  (*model)->to(device);
+  PixArt model(config);
+  model->eval();
+  model->to(device);
   auto x0 = at::randn({1, config.in_channels, config.input_size, config.input_size}, options(device));
-  auto x = std::make_shared<at::Tensor>(x0);
-  PixArtInputs base;
+  BackboneInputs base;
   base.y = at::cat({at::randn({1, config.model_max_length, config.caption_channels}, options(device)),
-                    (*model)->null_caption().unsqueeze(0)}, 0);  // [2, L, C]: prompt, null caption
+                    model->null_caption().unsqueeze(0)}, 0);  // [2, L, C]: prompt, null caption
   base.mask = at::zeros({1, config.model_max_length}, options(device));
   base.mask.narrow(1, 0, 5).fill_(1);  // 5 valid caption tokens, repeated over the CFG batch
-  const int64_t grid = config.input_size / config.patch_size;
-  Workload w;
-  w.name = "PixArt";
-  w.steps = 10;
-  w.begin = [=](CacheContext& cache, int steps) {
-    cache.begin_run(pixart_run_info(config, 2, true, grid, grid, steps, "dpm-solver"));
-  };
-  w.reset = [=] { *x = x0; };
-  w.latents = [=] { return *x; };
-  w.step = [=](CacheContext* cache, int position) {
-    const int steps = cache->run_info().num_steps;
-    PixArtInputs in = base;
-    in.x = at::cat({*x, *x}, 0);
-    in.timestep = at::full({2}, 999.0 * (1.0 - static_cast<double>(position) / steps), options(device));
-    at::Tensor eps;
-    if (cache->begin_step({position, position}) == StepMode::kReuseOutput) {
-      eps = cache->step_output();
-    } else {
-      eps = (*model)->forward(in, cache).narrow(1, 0, config.in_channels);
-      cache->set_step_output(eps);
-    }
-    cache->end_step();
-    auto halves = eps.chunk(2, 0);
-    *x = *x - 0.05 * (halves[1] + 4.5 * (halves[0] - halves[1]));
-  };
-  return w;
+  return make_workload("PixArt", 10, model, x0, base, [device](int position, int steps) {
+    return at::full({2}, 999.0 * (1.0 - static_cast<double>(position) / steps), options(device));
+  }, 4.5);
 }
 
 Workload stdit3_workload(const c10::Device& device) {
@@ -281,45 +279,23 @@ Workload stdit3_workload(const c10::Device& device) {
   config.num_heads = 4;
   config.caption_channels = 32;
   config.model_max_length = 8;
-  auto model = std::make_shared<STDiT3>(config);
-  (*model)->eval();
-  (*model)->to(device);
-  const int64_t frames = 5, h = 4, w_ = 6;  // 5 frames of 2 x 3 tokens
-  auto x0 = at::randn({1, config.in_channels, frames, h, w_}, options(device));
-  auto x = std::make_shared<at::Tensor>(x0);
-  STDiT3Inputs base;
+  STDiT3 model(config);
+  model->eval();
+  model->to(device);
+  const int64_t frames = 5, h = 4, w = 6;  // 5 frames of 2 x 3 tokens
+  auto x0 = at::randn({1, config.in_channels, frames, h, w}, options(device));
+  BackboneInputs base;
   base.y = at::cat({at::randn({1, config.model_max_length, config.caption_channels}, options(device)),
-                    (*model)->null_caption().unsqueeze(0)}, 0);
+                    model->null_caption().unsqueeze(0)}, 0);
   base.mask = at::zeros({1, config.model_max_length}, options(device));
   base.mask.narrow(1, 0, 5).fill_(1);
   base.fps = at::full({1}, 24.0, options(device));
   base.height = 32;
   base.width = 48;
-  Workload w;
-  w.name = "STDiT3";
-  w.steps = 12;  // ToCa: steps 0-2 full, then the 3- and 6-step cycles
-  w.begin = [=](CacheContext& cache, int steps) {
-    cache.begin_run(stdit3_run_info(config, 2, true, frames, h / 2, w_ / 2, steps, "rflow"));
-  };
-  w.reset = [=] { *x = x0; };
-  w.latents = [=] { return *x; };
-  w.step = [=](CacheContext* cache, int position) {
-    const int steps = cache->run_info().num_steps;
-    STDiT3Inputs in = base;
-    in.x = at::cat({*x, *x}, 0);
-    in.timestep = at::full({2}, 1000.0 * (1.0 - static_cast<double>(position) / steps), options(device));
-    at::Tensor v;
-    if (cache->begin_step({position, position}) == StepMode::kReuseOutput) {
-      v = cache->step_output();
-    } else {
-      v = (*model)->forward(in, cache).narrow(1, 0, config.in_channels);
-      cache->set_step_output(v);
-    }
-    cache->end_step();
-    auto halves = v.chunk(2, 0);
-    *x = *x - 0.05 * (halves[1] + 7.0 * (halves[0] - halves[1]));
-  };
-  return w;
+  // 12 steps: ToCa's steps 0-2 full, then the 3- and 6-step cycles.
+  return make_workload("STDiT3", 12, model, x0, base, [device](int position, int steps) {
+    return at::full({2}, 1000.0 * (1.0 - static_cast<double>(position) / steps), options(device));
+  }, 7.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,16 +376,6 @@ Result measure(Workload& w, const std::string& spec, int steps, int reps, const 
   return r;
 }
 
-std::vector<std::string> split(const std::string& text, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, sep)) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -442,13 +408,13 @@ int main(int argc, char** argv) {
                "cache ops / compute site | / reuse site | / partial site | ms / run | latents |\n");
     fmt::print("|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::vector<std::string> notes;  // --names
-    for (const auto& name : split(models, ',')) {
+    for (const auto& name : cli::split(models, ',', "--models")) {
       if (name != "dit" && name != "pixart" && name != "stdit3") {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("--models: unknown model '{}' (dit, pixart, stdit3)", name));
       }
       Workload w = name == "dit" ? dit_workload(device) : name == "pixart" ? pixart_workload(device) : stdit3_workload(device);
       const int n = steps > 0 ? steps : w.steps;
-      for (const auto& spec : split(policies, ';')) {
+      for (const auto& spec : cli::split(policies, ';', "--policies")) {
         const auto r = measure(w, spec, n, reps, device);
         const int64_t total_steps = r.full_steps + r.cached_steps;
         fmt::print("| {} | {} | {} / {} | {} | {} | {} ({}) | {} | {} | {} | {:.1f} | {:08x} |\n", w.name, spec, r.full_steps, r.cached_steps,

@@ -1,16 +1,13 @@
 #include "ditcache/pipeline.h"
 
-#include <chrono>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/sampling/gaussian_diffusion.h"
-#include "pipeline_dry.h"
+#include "ditcache/step_driver.h"
 
 namespace ditcache {
 
@@ -40,12 +37,6 @@ void check_labels(const DiTConfig& config, const DiTSampleOptions& options) {
   }
 }
 
-// The time now, after the device's queued work when `sync` (for forward timings on CUDA).
-std::chrono::steady_clock::time_point sync_now(const c10::Device& device, bool sync) {
-  if (sync && device.is_cuda()) torch::cuda::synchronize(device.index());
-  return std::chrono::steady_clock::now();
-}
-
 }  // namespace
 
 void simulate_dit(const DiTConfig& config, const DiTSampleOptions& options, CacheContext& cache) {
@@ -53,9 +44,8 @@ void simulate_dit(const DiTConfig& config, const DiTSampleOptions& options, Cach
   const auto diffusion = make_diffusion(options);
   const bool cfg = options.guidance_scale > 1.0;
   const int64_t rows = static_cast<int64_t>(options.class_labels.size()) * (cfg ? 2 : 1);
-  const int steps = static_cast<int>(diffusion.num_steps());
-  detail::run_dry(cache, dit_run_info(config, rows, cfg, steps, to_string(options.sampler)), steps,
-                  [&] { count_dit_step_flops(config, cache, rows); }, options.progress);
+  StepDriver::simulate(cache, backbone_info(config), dit_run_shape(config, rows, cfg), static_cast<int>(diffusion.num_steps()),
+                       to_string(options.sampler), options.progress);
 }
 
 at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
@@ -89,28 +79,21 @@ at::Tensor sample_dit(DiT& model, const DiTSampleOptions& options) {
   auto y = at::tensor(labels, at::TensorOptions().dtype(at::kLong)).to(device);
 
   at::NoGradGuard no_grad;
-  if (options.forward_seconds) *options.forward_seconds = 0;
   const int64_t steps = diffusion.num_steps();
-  CacheContext* cache = options.cache;
-  if (cache) {
-    cache->set_dry(false);
-    cache->begin_run(dit_run_info(config, x.size(0), cfg, static_cast<int>(steps), to_string(options.sampler)));
-  }
+  StepDriver driver(options.cache, model->info(), dit_run_shape(config, x.size(0), cfg), static_cast<int>(steps),
+                    to_string(options.sampler), device, options.progress, options.forward_seconds);
   for (int64_t k = steps - 1; k >= 0; --k) {
+    const int position = static_cast<int>(steps - 1 - k);
     auto t = at::full({x.size(0)}, diffusion.model_timestep(k), at::TensorOptions().dtype(at::kLong).device(device));
     auto xin = x.to(model_dtype);
-    if (cache) cache->begin_step({static_cast<int>(k), static_cast<int>(steps - 1 - k)});
-    const auto start = sync_now(device, options.forward_seconds != nullptr);
-    auto out = (cfg ? model->forward_with_cfg(xin, t, y, options.guidance_scale, cache) : model->forward(xin, t, y, cache)).to(at::kFloat);
-    if (options.forward_seconds) {
-      *options.forward_seconds += std::chrono::duration<double>(sync_now(device, true) - start).count();
-    }
-    if (cache) cache->end_step();
+    auto out = driver.step(position, [&](CacheContext* cache) {
+      return cfg ? model->forward_with_cfg(xin, t, y, options.guidance_scale, cache) : model->forward(xin, t, y, cache);
+    }).to(at::kFloat);
     // DiT draws one noise tensor of the batch's shape every step, DDIM included.
     auto noise = at::randn(x.sizes(), generator, at::TensorOptions().dtype(at::kFloat)).to(device);
     x = options.sampler == SamplerKind::kDDIM ? diffusion.ddim_step(x, out, k, noise, options.ddim_eta, options.clip_denoised)
                                               : diffusion.ddpm_step(x, out, k, noise, options.clip_denoised);
-    if (options.progress) options.progress(steps - k, steps);
+    driver.done(position);
   }
   return cfg ? x.narrow(0, 0, n).contiguous() : x;
 }

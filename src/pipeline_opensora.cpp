@@ -2,20 +2,18 @@
 // CFG batch around the rectified-flow loop.
 #include "ditcache/pipeline_opensora.h"
 
-#include <chrono>
 #include <cmath>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/models/opensora_vae.h"
 #include "ditcache/sampling/rflow.h"
+#include "ditcache/step_driver.h"
 #include "ditcache/text/tokenizer.h"
-#include "pipeline_dry.h"
 
 namespace ditcache {
 
@@ -94,11 +92,6 @@ Plan plan_run(const STDiT3Config& config, const STDiT3SampleOptions& o, bool nee
   return p;
 }
 
-std::chrono::steady_clock::time_point sync_now(const c10::Device& device, bool sync) {
-  if (sync && device.is_cuda()) torch::cuda::synchronize(device.index());
-  return std::chrono::steady_clock::now();
-}
-
 }  // namespace
 
 std::vector<int64_t> opensora_latent_size(int64_t num_frames, int64_t height, int64_t width) {
@@ -113,9 +106,8 @@ void simulate_stdit3(const STDiT3Config& config, const STDiT3SampleOptions& opti
   config.validate();
   const Plan p = plan_run(config, options, /*need_y=*/false);
   const int64_t rows = 2 * p.n;
-  detail::run_dry(cache, stdit3_run_info(config, rows, true, p.frames, p.gh, p.gw, options.steps, "rflow"), options.steps,
-                  [&] { count_stdit3_step_flops(config, cache, rows, p.frames, p.gh, p.gw, p.caption_tokens); },
-                  options.progress);
+  StepDriver::simulate(cache, backbone_info(config), stdit3_run_shape(rows, true, p.frames, p.gh, p.gw, p.caption_tokens),
+                       options.steps, "rflow", options.progress);
 }
 
 at::Tensor sample_stdit3(STDiT3& model, const STDiT3SampleOptions& options) {
@@ -156,33 +148,14 @@ at::Tensor sample_stdit3(STDiT3& model, const STDiT3SampleOptions& options) {
   in.width = static_cast<double>(options.width);
 
   at::NoGradGuard no_grad;
-  if (options.forward_seconds) *options.forward_seconds = 0;
-  CacheContext* cache = options.cache;
-  if (cache) {
-    cache->set_dry(false);
-    cache->begin_run(stdit3_run_info(config, 2 * n, true, p.frames, p.gh, p.gw, options.steps, "rflow"));
-  }
+  StepDriver driver(options.cache, model->info(), stdit3_run_shape(2 * n, true, p.frames, p.gh, p.gw, p.caption_tokens),
+                    options.steps, "rflow", device, {}, options.forward_seconds);
   const int64_t cin = config.in_channels;
   auto velocity = [&](const at::Tensor& z_in, const at::Tensor& t, int step) {
     in.x = z_in;  // [2n, 4, T, h, w]
     in.timestep = t;
-    const StepMode mode = cache ? cache->begin_step({step, step}) : StepMode::kPerSite;
-    at::Tensor out;
-    if (cache && mode == StepMode::kReuseOutput && cache->step_output().defined()) {
-      // The whole step reused: no forward; the FLOPs count records the skipped blocks.
-      count_stdit3_step_flops(config, *cache, 2 * n, p.frames, p.gh, p.gw, p.caption_tokens);
-      out = cache->step_output();
-    } else {
-      const auto start = sync_now(device, options.forward_seconds != nullptr);
-      // [2n, Cout, T, h, w] float32; only the velocity is used (and kept): the learned-sigma half is unused.
-      out = model->forward(in, cache).narrow(1, 0, cin).contiguous();
-      if (options.forward_seconds) {
-        *options.forward_seconds += std::chrono::duration<double>(sync_now(device, true) - start).count();
-      }
-      if (cache) cache->set_step_output(out);
-    }
-    if (cache) cache->end_step();
-    return out;
+    // [2n, Cout, T, h, w] float32; only the velocity is used (and kept): the learned-sigma half is unused.
+    return driver.step(step, [&](CacheContext* cache) { return model->forward(in, cache).narrow(1, 0, cin).contiguous(); });
   };
   return rflow_sample(z, p.timesteps, 1000, options.guidance, velocity, options.progress).contiguous();
 }

@@ -2,19 +2,17 @@
 // inference script or of diffusers' PixArtAlphaPipeline around DPM-Solver++ 2M.
 #include "ditcache/pipeline_pixart.h"
 
-#include <chrono>
 #include <cmath>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/sampling/dpm_solver.h"
+#include "ditcache/step_driver.h"
 #include "ditcache/text/text_encoder.h"
-#include "pipeline_dry.h"
 
 namespace ditcache {
 
@@ -110,11 +108,6 @@ Plan plan_run(const PixArtConfig& config, const PixArtSampleOptions& o, bool nee
   p.height = p.latent[0] * 8;
   p.width = p.latent[1] * 8;
   return p;
-}
-
-std::chrono::steady_clock::time_point sync_now(const c10::Device& device, bool sync) {
-  if (sync && device.is_cuda()) torch::cuda::synchronize(device.index());
-  return std::chrono::steady_clock::now();
 }
 
 // PixArt's aspect-ratio table at 1024 px (ASPECT_RATIO_1024_TEST of PixArt-alpha,
@@ -218,8 +211,8 @@ void simulate_pixart(const PixArtConfig& config, const PixArtSampleOptions& opti
   const Plan p = plan_run(config, options, /*need_y=*/false);
   const int64_t rows = p.cfg ? 2 * p.n : p.n;
   const int64_t gh = p.latent[0] / config.patch_size, gw = p.latent[1] / config.patch_size;
-  detail::run_dry(cache, pixart_run_info(config, rows, p.cfg, gh, gw, options.steps, "dpm-solver++"), options.steps,
-                  [&] { count_pixart_step_flops(config, cache, rows, gh, gw, p.caption_tokens); }, options.progress);
+  StepDriver::simulate(cache, backbone_info(config), pixart_run_shape(rows, p.cfg, gh, gw, p.caption_tokens), options.steps,
+                       "dpm-solver++", options.progress);
 }
 
 at::Tensor sample_pixart(PixArt& model, const PixArtSampleOptions& options) {
@@ -291,14 +284,10 @@ at::Tensor sample_pixart(PixArt& model, const PixArtSampleOptions& options) {
   }
 
   at::NoGradGuard no_grad;
-  if (options.forward_seconds) *options.forward_seconds = 0;
-  CacheContext* cache = options.cache;
   const int64_t rows = p.cfg ? 2 * n : n;
   const int64_t gh = p.latent[0] / config.patch_size, gw = p.latent[1] / config.patch_size;
-  if (cache) {
-    cache->set_dry(false);
-    cache->begin_run(pixart_run_info(config, rows, p.cfg, gh, gw, options.steps, "dpm-solver++"));
-  }
+  StepDriver driver(options.cache, model->info(), pixart_run_shape(rows, p.cfg, gh, gw, L), options.steps, "dpm-solver++", device,
+                    {}, options.forward_seconds);
   const int64_t cin = config.in_channels;
   const auto& schedule = p.schedule;
   auto eps_fn = [&](const at::Tensor& x, int step) {
@@ -306,21 +295,8 @@ at::Tensor sample_pixart(PixArt& model, const PixArtSampleOptions& options) {
     auto t = at::full({rows}, schedule.model_timesteps[static_cast<size_t>(step)], f32);
     // The original casts the (fractional) model time to the model's dtype; diffusers' are integers.
     in.timestep = original ? through_model_dtype(t) : t;
-    const StepMode mode = cache ? cache->begin_step({step, step}) : StepMode::kPerSite;
-    at::Tensor out;
-    if (cache && mode == StepMode::kReuseOutput && cache->step_output().defined()) {
-      // The whole step reused: no forward; the FLOPs count records the skipped blocks.
-      count_pixart_step_flops(config, *cache, rows, gh, gw, L);
-      out = cache->step_output();
-    } else {
-      const auto start = sync_now(device, options.forward_seconds != nullptr);
-      out = model->forward(in, cache).narrow(1, 0, cin).contiguous();  // [rows, 4, h, w] eps (the variance half unused)
-      if (options.forward_seconds) {
-        *options.forward_seconds += std::chrono::duration<double>(sync_now(device, true) - start).count();
-      }
-      if (cache) cache->set_step_output(out);
-    }
-    if (cache) cache->end_step();
+    // [rows, 4, h, w] eps (the variance half unused)
+    auto out = driver.step(step, [&](CacheContext* cache) { return model->forward(in, cache).narrow(1, 0, cin).contiguous(); });
     if (!p.cfg) return out;
     auto uncond = out.narrow(0, 0, n), cond = out.narrow(0, n, n);
     return uncond + (cond - uncond) * options.guidance;  // [n, 4, h, w]

@@ -10,6 +10,7 @@
 #include "ditcache/cache/context.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
+#include "ditcache/step_driver.h"
 #include "ditcache/sampling/rflow.h"
 #include "test_util.h"
 
@@ -60,20 +61,13 @@ struct TinyVideoRun {
     in.fps = fixture->load("fps");
     in.height = 32;
     in.width = 48;
-    if (cache) cache->begin_run(stdit3_run_info(model->config(), 2 * n, true, frames, kGridH, kGridW, steps, "rflow"));
+    StepDriver driver(cache, model->info(), stdit3_run_shape(2 * n, true, frames, kGridH, kGridW, in.y.size(1)), steps, "rflow",
+                      at::kCPU);
     at::NoGradGuard no_grad;
     return rflow_sample(fixture->load("z_init"), rflow_timesteps(s), 1000, 7.0, [&](const at::Tensor& z, const at::Tensor& t, int step) {
       in.x = z;
       in.timestep = t;
-      at::Tensor out;
-      if (cache && cache->begin_step({step, step}) == StepMode::kReuseOutput) {
-        out = cache->step_output();
-      } else {
-        out = model->forward(in, cache).narrow(1, 0, 4);
-        if (cache) cache->set_step_output(out);
-      }
-      if (cache) cache->end_step();
-      return out;
+      return driver.step(step, [&](CacheContext* c) { return model->forward(in, c).narrow(1, 0, 4); });
     });
   }
 };

@@ -1,6 +1,7 @@
 #pragma once
 /// \file Umbrella header of ditcache: everything a C++ application needs.
 
+#include "ditcache/backbone.h"
 #include "ditcache/bench.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policies.h"
@@ -27,6 +28,7 @@
 #include "ditcache/pipeline_opensora.h"
 #include "ditcache/pipeline_pixart.h"  // PixArt-α: sample_pixart, simulate_pixart, captions, aspect-ratio bins
 #include "ditcache/plot.h"
+#include "ditcache/step_driver.h"
 #include "ditcache/video.h"
 #include "ditcache/sampling/dpm_solver.h"  // DPM-Solver++ 2M (PixArt-α), original and diffusers grids
 #include "ditcache/sampling/gaussian_diffusion.h"

@@ -13,8 +13,9 @@
 #include "ditcache/flops.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
-#include "nn/attention.h"
 #include "common/module_util.h"
+#include "dit/dit_toca.h"
+#include "nn/attention.h"
 
 namespace ditcache {
 
@@ -137,10 +138,27 @@ at::Tensor DiTBlockImpl::mlp_branch(const at::Tensor& x, const at::Tensor& shift
   return mlp->forward(modulate(layer_norm(x, mlp_norm_eps), shift, scale));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
-  auto m = modulation(c);
-  auto h = x + m[2].unsqueeze(1) * attention_branch(x, m[0], m[1]);
-  return h + m[5].unsqueeze(1) * mlp_branch(h, m[3], m[4]);
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, CacheContext* cache, int layer,
+                                 const BackboneInfo* info, const RunShape& shape) {
+  auto body = [&](const at::Tensor& in, BlockRunner& sites) {
+    auto m = modulation(c);
+    auto attn_out = sites.attention(SiteKind::kSelfAttention, in,
+                                    [&](const at::Tensor& tokens, const at::Tensor& queries, at::Tensor* column_sums) {
+                                      return attention_branch(tokens, m[0], m[1], queries, column_sums);
+                                    });
+    auto h = in + m[2].unsqueeze(1) * attn_out;
+    // MLP on the tokens the policy selects, with this step's modulation; the gate applies to the
+    // whole (mixed fresh and cached) output.
+    auto mlp_out = sites.token_wise(SiteKind::kMLP, h, [&](const at::Tensor& rows) { return mlp_branch(rows, m[3], m[4]); });
+    return h + m[5].unsqueeze(1) * mlp_out;
+  };
+  if (!cache) {
+    static const BackboneInfo kUncached;  // an uncached runner reads no descriptor
+    BlockRunner direct(nullptr, info ? *info : kUncached, BlockKind::kSpatial, layer, shape);
+    return body(x, direct);
+  }
+  if (!info) throw Error(ErrorCode::kInvalidArgument, "DiTBlock: a cached forward needs the model's BackboneInfo");
+  return run_block(cache, *info, BlockKind::kSpatial, layer, shape, x, body);
 }
 
 double dit_block_flops(const DiTConfig& config, int64_t rows, int64_t attn_queries, int64_t mlp_tokens) {
@@ -151,47 +169,32 @@ double dit_block_flops(const DiTConfig& config, int64_t rows, int64_t attn_queri
   return f;
 }
 
-namespace {
-
-int64_t computed_tokens(const SiteDecision& d, int64_t tokens) {
-  return d.action == Action::kCompute ? tokens : d.action == Action::kPartial ? d.tokens : 0;
-}
-
-}  // namespace
-
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c, CacheContext& cache, int layer) {
-  const int64_t B = x.size(0), N = x.size(1);
-  const double full = dit_block_flops(config_, B, N, N);
-  if (cache.uses_block_sites()) {
-    bool computed = false;
-    auto out = cache.run_block({layer, BlockKind::kSpatial, SiteKind::kBlock}, x, [&](const at::Tensor& in) {
-      computed = true;
-      return forward(in, c);
-    });
-    cache.add_flops(computed ? full : 0.0, full);
-    return out;
-  }
-  auto m = modulation(c);
-  int64_t attn_queries = 0, mlp_tokens = 0;
-  auto attn_out = cache.run_attention({layer, BlockKind::kSpatial, SiteKind::kSelfAttention}, x,
-                                      [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
-                                        attn_queries = queries.defined() ? queries.size(1) : in.size(1);
-                                        return attention_branch(in, m[0], m[1], queries, column_sums);
-                                      });
-  auto h = x + m[2].unsqueeze(1) * attn_out;
-  // MLP on the tokens the policy selects, with this step's modulation; the gate applies to the
-  // whole (mixed fresh and cached) output.
-  auto mlp_out = cache.run({layer, BlockKind::kSpatial, SiteKind::kMLP}, h, [&](const at::Tensor& rows) {
-    mlp_tokens = rows.size(1);
-    return mlp_branch(rows, m[3], m[4]);
-  });
-  cache.add_flops(dit_block_flops(config_, B, attn_queries, mlp_tokens), full);
-  return h + m[5].unsqueeze(1) * mlp_out;
-}
-
 // ---------------------------------------------------------------------------------------------
+BackboneInfo backbone_info(const DiTConfig& config) {
+  BackboneInfo info;
+  info.family = "DiT";
+  info.name = config.name;
+  info.depth = config.depth;
+  info.site_kinds = {SiteKind::kSelfAttention, SiteKind::kMLP};
+  info.step_index_counts_down = true;  // DiT's samplers number steps S-1 .. 0
+  info.block_flops = [config](BlockKind, const RunShape& shape, const SiteTokens& computed) {
+    return dit_block_flops(config, shape.rows, computed.self_attention, computed.mlp);
+  };
+  info.toca = dit_toca_profile();
+  return info;
+}
+
+RunShape dit_run_shape(const DiTConfig& config, int64_t rows, bool cfg) {
+  RunShape shape;
+  shape.rows = rows;
+  shape.cfg = cfg;
+  shape.grid_h = shape.grid_w = config.grid_size();
+  return shape;
+}
+
 DiTImpl::DiTImpl(const DiTConfig& config) : config_(config) {
   config_.validate();
+  info_ = backbone_info(config_);
   const int C = config_.hidden_size, p = config_.patch_size;
   x_embedder_proj = holder(*this, "x_embedder")
                         ->register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(config_.in_channels, C, p).stride(p)));
@@ -240,21 +243,22 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
                 fmt::format("{}: timesteps {} and labels {} must both be [{}]", config_.name,
                             shape_string(t.sizes()), shape_string(y.sizes()), x.size(0)));
   }
-  if (cache && cache->step_output().defined() && !cache->steps().empty() &&
-      cache->steps().back().mode == StepMode::kReuseOutput) {
-    const double full = dit_block_flops(config_, x.size(0), config_.num_tokens(), config_.num_tokens());
-    for (int i = 0; i < config_.depth; ++i) cache->add_flops(0.0, full);
-    return cache->step_output();  // the whole step reused
-  }
   at::Tensor c;
   auto h = embed(x, t, y, c);
+  const RunShape shape = dit_run_shape(config_, x.size(0), false);
   for (size_t i = 0; i < blocks->size(); ++i) {
-    auto* block = blocks[i]->as<DiTBlockImpl>();
-    h = cache ? block->forward(h, c, *cache, static_cast<int>(i)) : block->forward(h, c);
+    h = blocks[i]->as<DiTBlockImpl>()->forward(h, c, cache, static_cast<int>(i), &info_, shape);
   }
-  auto out = unpatchify(final_layer(h, c));
-  if (cache) cache->set_step_output(out);
-  return out;
+  return unpatchify(final_layer(h, c));
+}
+
+at::Tensor DiTImpl::forward(const BackboneInputs& inputs, CacheContext* cache) {
+  reject_unused_inputs(inputs, "DiT", {});
+  return forward(inputs.x, inputs.timestep, inputs.y, cache);
+}
+
+RunShape DiTImpl::run_shape(const BackboneInputs& inputs) const {
+  return dit_run_shape(config_, inputs.x.defined() ? inputs.x.size(0) : 0, false);
 }
 
 void init_dit_weights(DiTImpl& model) {
@@ -281,39 +285,6 @@ void init_dit_weights(DiTImpl& model) {
   for (auto* linear : {model.final_adaLN.get(), model.final_linear.get()}) {
     init::zeros_(linear->weight);
     init::zeros_(linear->bias);
-  }
-}
-
-RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler) {
-  RunInfo run;
-  run.model = "DiT";
-  run.depth = config.depth;
-  run.batch = rows;
-  run.cfg = cfg;
-  run.num_tokens = config.num_tokens();
-  run.grid_h = run.grid_w = config.grid_size();
-  run.num_steps = num_steps;
-  run.step_index_counts_down = true;
-  run.sampler = sampler;
-  run.site_kinds = {SiteKind::kSelfAttention, SiteKind::kMLP};
-  return run;
-}
-
-void count_dit_step_flops(const DiTConfig& config, CacheContext& cache, int64_t rows) {
-  const int64_t N = config.num_tokens();
-  const double full = dit_block_flops(config, rows, N, N);
-  const bool reused = cache.steps().back().mode == StepMode::kReuseOutput;
-  for (int layer = 0; layer < config.depth; ++layer) {
-    if (reused) {
-      cache.add_flops(0.0, full);
-    } else if (cache.uses_block_sites()) {
-      auto d = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kBlock});
-      cache.add_flops(d.action == Action::kCompute ? full : 0.0, full);
-    } else {
-      auto attn = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kSelfAttention});
-      auto mlp = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kMLP});
-      cache.add_flops(dit_block_flops(config, rows, computed_tokens(attn, N), computed_tokens(mlp, N)), full);
-    }
   }
 }
 

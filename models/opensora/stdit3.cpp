@@ -14,6 +14,7 @@
 #include "ditcache/models/stdit3.h"
 #include "nn/attention.h"
 #include "common/module_util.h"
+#include "opensora/stdit3_toca.h"
 
 namespace ditcache {
 
@@ -176,18 +177,13 @@ at::Tensor STDiT3BlockImpl::self_attention(const at::Tensor& h, const STDiT3Bloc
 }
 
 at::Tensor STDiT3BlockImpl::forward(const at::Tensor& x, const STDiT3BlockContext& ctx, CacheContext* cache, int layer) {
-  const int64_t B = ctx.batch, T = ctx.frames, S = ctx.tokens, N = T * S, C = x.size(-1);
-  const int64_t L = ctx.captions.size(1);
-  auto full_flops = [&] { return stdit3_block_flops(config_, kind, B, T, S, L, N, N, N); };
-  if (cache && cache->uses_block_sites()) {
-    bool computed = false;
-    auto out = cache->run_block({layer, kind, SiteKind::kBlock}, x, [&](const at::Tensor& in) {
-      computed = true;
-      return forward(in, ctx, nullptr, layer);
-    });
-    cache->add_flops(computed ? full_flops() : 0.0, full_flops());
-    return out;
-  }
+  return run_block(cache, *ctx.info, kind, layer, ctx.shape, x, [&](const at::Tensor& in, BlockRunner& sites) {
+    return forward_sites(in, ctx, sites);
+  });
+}
+
+at::Tensor STDiT3BlockImpl::forward_sites(const at::Tensor& x, const STDiT3BlockContext& ctx, BlockRunner& sites) {
+  const int64_t B = ctx.batch, T = ctx.frames, C = x.size(-1);
   // adaLN-single: the block's table plus the shared t_block output; [B, 1, C] each.
   auto mod = (scale_shift_table.unsqueeze(0) + ctx.t_mlp.reshape({B, 6, C})).chunk(6, 1);
   std::vector<at::Tensor> mod0;
@@ -204,66 +200,72 @@ at::Tensor STDiT3BlockImpl::forward(const at::Tensor& x, const STDiT3BlockContex
     return select_frames(ctx.frame_is_cond, g, mod0[gate] * out, T);
   };
 
-  // What ran, for the FLOPs count: whole self-attention (also for a partial update), and the
-  // cross-attention queries and MLP tokens actually computed.
-  int64_t attn_queries = N, cross_queries = N, mlp_tokens = N;
   // Self-attention on LN(x) modulated (pre-gate output cached). The norm runs inside the module
-  // call, so a reused site costs nothing.
-  auto attn_input = [&](const at::Tensor& in) { return modulated(layer_norm(in), 0, 1); };
-  at::Tensor attn_out;
-  if (cache) {
-    attn_queries = 0;
-    attn_out = cache->run_attention({layer, kind, SiteKind::kSelfAttention}, x,
-                                    [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
-                                      attn_queries = N;
-                                      return self_attention(attn_input(in), ctx, queries, column_sums);
-                                    });
-  } else {
-    attn_out = self_attention(attn_input(x), ctx, {}, nullptr);
-  }
+  // call, so a reused site costs nothing; the FLOPs count the whole attention whenever it runs.
+  auto attn_out = sites.attention(SiteKind::kSelfAttention, x, [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
+    return self_attention(modulated(layer_norm(in), 0, 1), ctx, queries, column_sums);
+  });
   auto out = x + gated(attn_out, 2);
 
   // Cross-attention to the captions: each token's output depends only on that token, so any
   // subset of tokens can be recomputed.
   std::pair<at::Tensor, at::Tensor> kv;
-  auto cross = [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor* probabilities) {
+  out = out + sites.attention(SiteKind::kCrossAttention, out, [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor* probabilities) {
     auto rows = queries.defined() ? all.gather(1, queries.unsqueeze(-1).expand({B, queries.size(1), C})) : all;
-    cross_queries = rows.size(1);
     if (!kv.first.defined()) kv = cross_attn->key_values(ctx.captions);
     return cross_attn->forward(rows, kv, ctx.key_mask, probabilities);
-  };
-  if (cache) {
-    cross_queries = 0;
-    out = out + cache->run_attention({layer, kind, SiteKind::kCrossAttention}, out, cross);
-  } else {
-    out = out + cross(out, {}, nullptr);
-  }
+  });
 
   // MLP on the modulated tokens (pre-gate output cached). The norm and the per-frame modulation run
   // inside the module call on all tokens, then the selected rows are taken (as a token-wise site
   // would take them), so a reused site costs nothing and a partial one computes what it did.
-  auto feed_forward = [&](const at::Tensor& all, const at::Tensor& tokens) {
+  auto mlp_out = sites.attention(SiteKind::kMLP, out, [&](const at::Tensor& all, const at::Tensor& tokens, at::Tensor*) {
     auto m = modulated(layer_norm(all), 3, 4);
     if (tokens.defined()) m = m.gather(1, tokens.unsqueeze(-1).expand({B, tokens.size(1), C}));
-    mlp_tokens = m.size(1);
     return mlp->forward(m);
-  };
-  at::Tensor mlp_out;
-  if (cache) {
-    mlp_tokens = 0;
-    mlp_out = cache->run_attention({layer, kind, SiteKind::kMLP}, out,
-                                   [&](const at::Tensor& all, const at::Tensor& tokens, at::Tensor*) { return feed_forward(all, tokens); });
-  } else {
-    mlp_out = feed_forward(out, {});
-  }
-  out = out + gated(mlp_out, 5);
-  if (cache) cache->add_flops(stdit3_block_flops(config_, kind, B, T, S, L, attn_queries, cross_queries, mlp_tokens), full_flops());
-  return out;
+  });
+  return out + gated(mlp_out, 5);
 }
 
 // ---------------------------------------------------------------------------------------------
+BackboneInfo backbone_info(const STDiT3Config& config) {
+  BackboneInfo info;
+  info.family = "STDiT3";
+  info.name = config.name;
+  info.depth = config.depth;
+  info.block_kinds = {BlockKind::kSpatial, BlockKind::kTemporal};
+  info.site_kinds = {SiteKind::kSelfAttention, SiteKind::kCrossAttention, SiteKind::kMLP};
+  info.step_index_counts_down = false;  // rectified-flow order
+  info.block_flops = [config](BlockKind kind, const RunShape& shape, const SiteTokens& computed) {
+    return stdit3_block_flops(config, kind, shape.rows, shape.frames, shape.grid_h * shape.grid_w, shape.context_tokens,
+                              computed.self_attention, computed.cross_attention, computed.mlp);
+  };
+  info.toca = stdit3_toca_profile();
+  return info;
+}
+
+RunShape stdit3_run_shape(int64_t rows, bool cfg, int64_t frames, int64_t gh, int64_t gw, int64_t caption_tokens) {
+  RunShape shape;
+  shape.rows = rows;
+  shape.cfg = cfg;
+  shape.frames = frames;
+  shape.grid_h = gh;
+  shape.grid_w = gw;
+  shape.context_tokens = caption_tokens;
+  return shape;
+}
+
+RunShape STDiT3Impl::run_shape(const BackboneInputs& in) const {
+  const auto& x = in.x;
+  if (!x.defined() || x.dim() != 5) return {};
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  return stdit3_run_shape(x.size(0), false, ceil_div(x.size(2), config_.patch_t), ceil_div(x.size(3), config_.patch_h),
+                          ceil_div(x.size(4), config_.patch_w), in.y.defined() && in.y.dim() >= 3 ? in.y.size(-2) : 0);
+}
+
 STDiT3Impl::STDiT3Impl(const STDiT3Config& config) : config_(config) {
   config_.validate();
+  info_ = backbone_info(config_);
   const int C = config_.hidden_size;
   x_embedder = holder(*this, "x_embedder")
                    ->register_module("proj", torch::nn::Conv3d(torch::nn::Conv3dOptions(
@@ -298,6 +300,7 @@ STDiT3Impl::STDiT3Impl(const STDiT3Config& config) : config_(config) {
 }
 
 at::Tensor STDiT3Impl::forward(const STDiT3Inputs& in, CacheContext* cache) {
+  reject_unused_inputs(in, "STDiT3", {"mask", "fps", "size", "x_mask"});
   const auto& cfg = config_;
   const auto& x_in = in.x;
   auto shape_error = [&](const std::string& what) { return Error(ErrorCode::kShapeMismatch, "STDiT3 forward: " + what); };
@@ -359,6 +362,8 @@ at::Tensor STDiT3Impl::forward(const STDiT3Inputs& in, CacheContext* cache) {
   // The reference casts the timestep to the model dtype before the sinusoid.
   auto t = embed_t(in.timestep.to(dtype)) + fps_emb;
   STDiT3BlockContext ctx;
+  ctx.info = &info_;
+  ctx.shape = stdit3_run_shape(B, false, T, gh, gw, L);
   ctx.batch = B;
   ctx.frames = T;
   ctx.tokens = S;
@@ -428,24 +433,6 @@ void STDiT3Impl::load(const WeightFile& file) {
 }
 
 // ---------------------------------------------------------------------------------------------
-RunInfo stdit3_run_info(const STDiT3Config& config, int64_t rows, bool cfg, int64_t frames, int64_t gh, int64_t gw,
-                        int num_steps, const std::string& sampler) {
-  RunInfo run;
-  run.model = "STDiT3";
-  run.depth = config.depth;
-  run.block_kinds = 2;
-  run.batch = rows;
-  run.cfg = cfg;
-  run.num_tokens = frames * gh * gw;
-  run.grid_h = frames * gh;  // frames stacked vertically (heat maps)
-  run.grid_w = gw;
-  run.num_steps = num_steps;
-  run.step_index_counts_down = false;
-  run.sampler = sampler;
-  run.site_kinds = {SiteKind::kSelfAttention, SiteKind::kCrossAttention, SiteKind::kMLP};
-  return run;
-}
-
 double stdit3_block_flops(const STDiT3Config& config, BlockKind kind, int64_t rows, int64_t frames, int64_t tokens,
                           int64_t caption_tokens, int64_t attn_queries, int64_t cross_queries, int64_t mlp_tokens) {
   const int64_t C = config.hidden_size, H = config.num_heads, N = frames * tokens;
@@ -461,35 +448,5 @@ double stdit3_block_flops(const STDiT3Config& config, BlockKind kind, int64_t ro
   return f;
 }
 
-
-void count_stdit3_step_flops(const STDiT3Config& config, CacheContext& cache, int64_t rows, int64_t frames, int64_t gh,
-                             int64_t gw, int64_t caption_tokens) {
-  const int64_t S = gh * gw, N = frames * S;
-  const bool reused = !cache.steps().empty() && cache.steps().back().mode == StepMode::kReuseOutput;
-  // What a real forward counts (STDiT3BlockImpl::forward): the whole self-attention when its
-  // module ran at all (compute, or a partial update of at least one token), the selected
-  // cross-attention queries and MLP tokens otherwise.
-  auto ran = [&](const SiteDecision& d) -> int64_t {
-    return d.action == Action::kCompute ? N : d.action == Action::kPartial ? d.tokens : 0;
-  };
-  for (int layer = 0; layer < config.depth; ++layer) {
-    for (BlockKind kind : {BlockKind::kSpatial, BlockKind::kTemporal}) {
-      const double full = stdit3_block_flops(config, kind, rows, frames, S, caption_tokens, N, N, N);
-      if (reused) {
-        cache.add_flops(0.0, full);
-      } else if (cache.uses_block_sites()) {
-        const auto d = cache.decide_dry({layer, kind, SiteKind::kBlock});
-        cache.add_flops(d.action == Action::kCompute ? full : 0.0, full);
-      } else {
-        const auto attn = cache.decide_dry({layer, kind, SiteKind::kSelfAttention});
-        const auto cross = cache.decide_dry({layer, kind, SiteKind::kCrossAttention});
-        const auto mlp = cache.decide_dry({layer, kind, SiteKind::kMLP});
-        const int64_t attn_queries = ran(attn) > 0 ? N : 0;
-        cache.add_flops(stdit3_block_flops(config, kind, rows, frames, S, caption_tokens, attn_queries, ran(cross), ran(mlp)),
-                        full);
-      }
-    }
-  }
-}
 
 }  // namespace ditcache

@@ -15,6 +15,7 @@
 #include "ditcache/io/weights.h"
 #include "ditcache/models/pixart.h"
 #include "common/module_util.h"
+#include "pixart/pixart_toca.h"
 
 namespace ditcache {
 
@@ -66,77 +67,61 @@ PixArtBlockImpl::PixArtBlockImpl(const PixArtConfig& config) : config_(config) {
 }
 
 at::Tensor PixArtBlockImpl::forward(const at::Tensor& x, const PixArtBlockContext& ctx, CacheContext* cache, int layer) {
-  const int64_t B = ctx.batch, N = ctx.tokens, C = x.size(-1), L = ctx.captions.size(1);
-  auto full_flops = [&] { return pixart_block_flops(config_, B, N, L, N, N, N); };
-  if (cache && cache->uses_block_sites()) {
-    bool computed = false;
-    auto out = cache->run_block({layer, BlockKind::kSpatial, SiteKind::kBlock}, x, [&](const at::Tensor& in) {
-      computed = true;
-      return forward(in, ctx, nullptr, layer);
-    });
-    cache->add_flops(computed ? full_flops() : 0.0, full_flops());
-    return out;
-  }
+  return run_block(cache, *ctx.info, BlockKind::kSpatial, layer, ctx.shape, x, [&](const at::Tensor& in, BlockRunner& sites) {
+    return forward_sites(in, ctx, sites);
+  });
+}
+
+at::Tensor PixArtBlockImpl::forward_sites(const at::Tensor& x, const PixArtBlockContext& ctx, BlockRunner& sites) {
+  const int64_t B = ctx.shape.rows, C = x.size(-1);
   // adaLN-single: the block's table plus the shared t_block output; [B, 1, C] each.
   auto mod = (scale_shift_table.unsqueeze(0) + ctx.t_mlp.reshape({B, 6, C})).chunk(6, 1);
-
-  // What ran, for the FLOPs count (set by the module calls; 0 = reused).
-  int64_t attn_queries = N, cross_queries = N, mlp_tokens = N;
 
   // Self-attention on LN(x) modulated (pre-gate output cached). The norm runs inside the module
   // call, so a reused site costs nothing; a partial one takes the selected queries against every
   // token's keys and values.
-  auto self_attn = [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
-    attn_queries = queries.defined() ? queries.size(1) : in.size(1);
+  auto attn_out = sites.attention(SiteKind::kSelfAttention, x, [&](const at::Tensor& in, const at::Tensor& queries, at::Tensor* column_sums) {
     return attn->forward(t2i_modulate(layer_norm(in), mod[0], mod[1]), queries, column_sums);  // [B, n, C]
-  };
-  at::Tensor attn_out;
-  if (cache) {
-    attn_queries = 0;
-    attn_out = cache->run_attention({layer, BlockKind::kSpatial, SiteKind::kSelfAttention}, x, self_attn);
-  } else {
-    attn_out = self_attn(x, {}, nullptr);
-  }
+  });
   auto out = x + mod[2] * attn_out;
 
   // Cross-attention of the raw tokens to the captions (no norm, no gate): each token's output
   // depends only on that token, so any subset can be recomputed; the caption keys and values are
   // projected once per call.
   std::pair<at::Tensor, at::Tensor> kv;
-  auto cross = [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor* probabilities) {
+  out = out + sites.attention(SiteKind::kCrossAttention, out, [&](const at::Tensor& all, const at::Tensor& queries, at::Tensor* probabilities) {
     auto rows = queries.defined() ? all.gather(1, queries.unsqueeze(-1).expand({B, queries.size(1), C})) : all;  // [B, n, C]
-    cross_queries = rows.size(1);
     if (!kv.first.defined()) kv = cross_attn->key_values(ctx.captions);
     return cross_attn->forward(rows, kv, ctx.key_mask, probabilities);
-  };
-  if (cache) {
-    cross_queries = 0;
-    out = out + cache->run_attention({layer, BlockKind::kSpatial, SiteKind::kCrossAttention}, out, cross);
-  } else {
-    out = out + cross(out, {}, nullptr);
-  }
+  });
 
   // MLP on LN(x) modulated (pre-gate output cached); LayerNorm is per token, so normalising the
   // selected rows equals selecting normalised rows.
-  auto feed_forward = [&](const at::Tensor& rows) {
-    mlp_tokens = rows.size(1);
+  auto mlp_out = sites.token_wise(SiteKind::kMLP, out, [&](const at::Tensor& rows) {
     return mlp->forward(t2i_modulate(layer_norm(rows), mod[3], mod[4]));
-  };
-  at::Tensor mlp_out;
-  if (cache) {
-    mlp_tokens = 0;
-    mlp_out = cache->run({layer, BlockKind::kSpatial, SiteKind::kMLP}, out, feed_forward);
-  } else {
-    mlp_out = feed_forward(out);
-  }
-  out = out + mod[5] * mlp_out;
-  if (cache) cache->add_flops(pixart_block_flops(config_, B, N, L, attn_queries, cross_queries, mlp_tokens), full_flops());
-  return out;
+  });
+  return out + mod[5] * mlp_out;
 }
 
 // ---------------------------------------------------------------------------------------------
+BackboneInfo backbone_info(const PixArtConfig& config) {
+  BackboneInfo info;
+  info.family = "PixArt";
+  info.name = config.name;
+  info.depth = config.depth;
+  info.site_kinds = {SiteKind::kSelfAttention, SiteKind::kCrossAttention, SiteKind::kMLP};
+  info.step_index_counts_down = false;  // DPM-Solver order
+  info.block_flops = [config](BlockKind, const RunShape& shape, const SiteTokens& computed) {
+    return pixart_block_flops(config, shape.rows, shape.tokens(), shape.context_tokens, computed.self_attention,
+                              computed.cross_attention, computed.mlp);
+  };
+  info.toca = pixart_toca_profile();
+  return info;
+}
+
 PixArtImpl::PixArtImpl(const PixArtConfig& config) : config_(config) {
   config_.validate();
+  info_ = backbone_info(config_);
   const int C = config_.hidden_size, p = config_.patch_size;
   x_embedder = holder(*this, "x_embedder")
                    ->register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(config_.in_channels, C, p).stride(p)));
@@ -177,7 +162,25 @@ const at::Tensor& PixArtImpl::pos_embed(int64_t gh, int64_t gw) {
   return pos_cache_;
 }
 
-at::Tensor PixArtImpl::forward(const PixArtInputs& in, CacheContext* cache) {
+RunShape pixart_run_shape(int64_t rows, bool cfg, int64_t gh, int64_t gw, int64_t caption_tokens) {
+  RunShape shape;
+  shape.rows = rows;
+  shape.cfg = cfg;
+  shape.grid_h = gh;
+  shape.grid_w = gw;
+  shape.context_tokens = caption_tokens;
+  return shape;
+}
+
+RunShape PixArtImpl::run_shape(const BackboneInputs& in) const {
+  const int64_t p = config_.patch_size;
+  const auto& y = in.y;
+  return pixart_run_shape(in.x.defined() ? in.x.size(0) : 0, false, in.x.defined() ? in.x.size(2) / p : 0,
+                          in.x.defined() ? in.x.size(3) / p : 0, y.defined() && y.dim() >= 3 ? y.size(-2) : 0);
+}
+
+at::Tensor PixArtImpl::forward(const BackboneInputs& in, CacheContext* cache) {
+  reject_unused_inputs(in, "PixArt", {"mask", "resolution", "aspect_ratio"});
   const auto& cfg = config_;
   const int64_t p = cfg.patch_size, C = cfg.hidden_size;
   auto shape_error = [&](const std::string& what) { return Error(ErrorCode::kShapeMismatch, "PixArt forward: " + what); };
@@ -248,8 +251,8 @@ at::Tensor PixArtImpl::forward(const PixArtInputs& in, CacheContext* cache) {
     t = t + at::cat({size_emb, ar_emb}, 1);
   }
   PixArtBlockContext ctx;
-  ctx.batch = B;
-  ctx.tokens = N;
+  ctx.info = &info_;
+  ctx.shape = pixart_run_shape(B, false, gh, gw, L);
   ctx.t_mlp = t_block->forward(at::silu(t));                                                 // [B, 6C]
   ctx.captions = y_fc2->forward(at::gelu(y_fc1->forward(y.to(device, dtype)), "tanh"));     // [B, L, C]
   ctx.key_mask = key_mask;
@@ -325,24 +328,6 @@ void PixArtImpl::load(const WeightFile& file) {
 }
 
 // ---------------------------------------------------------------------------------------------
-RunInfo pixart_run_info(const PixArtConfig& config, int64_t rows, bool cfg, int64_t gh, int64_t gw, int num_steps,
-                        const std::string& sampler) {
-  RunInfo run;
-  run.model = "PixArt";
-  run.depth = config.depth;
-  run.block_kinds = 1;
-  run.batch = rows;
-  run.cfg = cfg;
-  run.num_tokens = gh * gw;
-  run.grid_h = gh;
-  run.grid_w = gw;
-  run.num_steps = num_steps;
-  run.step_index_counts_down = false;
-  run.sampler = sampler;
-  run.site_kinds = {SiteKind::kSelfAttention, SiteKind::kCrossAttention, SiteKind::kMLP};
-  return run;
-}
-
 double pixart_block_flops(const PixArtConfig& config, int64_t rows, int64_t tokens, int64_t caption_tokens,
                           int64_t attn_queries, int64_t cross_queries, int64_t mlp_tokens) {
   const int64_t C = config.hidden_size, H = config.num_heads;
@@ -351,30 +336,6 @@ double pixart_block_flops(const PixArtConfig& config, int64_t rows, int64_t toke
   if (cross_queries > 0) f += flops::attention(rows, cross_queries, caption_tokens, C, H);
   if (mlp_tokens > 0) f += flops::layer_norm(rows, mlp_tokens, C) + flops::mlp(rows, mlp_tokens, C, config.mlp_hidden());
   return f;
-}
-
-void count_pixart_step_flops(const PixArtConfig& config, CacheContext& cache, int64_t rows, int64_t gh, int64_t gw,
-                             int64_t caption_tokens) {
-  const int64_t N = gh * gw;
-  const bool reused = !cache.steps().empty() && cache.steps().back().mode == StepMode::kReuseOutput;
-  // What a real forward counts (PixArtBlockImpl::forward): the tokens each module computed.
-  auto ran = [&](const SiteDecision& d) -> int64_t {
-    return d.action == Action::kCompute ? N : d.action == Action::kPartial ? d.tokens : 0;
-  };
-  const double full = pixart_block_flops(config, rows, N, caption_tokens, N, N, N);
-  for (int layer = 0; layer < config.depth; ++layer) {
-    if (reused) {
-      cache.add_flops(0.0, full);
-    } else if (cache.uses_block_sites()) {
-      const auto d = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kBlock});
-      cache.add_flops(d.action == Action::kCompute ? full : 0.0, full);
-    } else {
-      const auto attn = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kSelfAttention});
-      const auto cross = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kCrossAttention});
-      const auto mlp = cache.decide_dry({layer, BlockKind::kSpatial, SiteKind::kMLP});
-      cache.add_flops(pixart_block_flops(config, rows, N, caption_tokens, ran(attn), ran(cross), ran(mlp)), full);
-    }
-  }
 }
 
 }  // namespace ditcache

@@ -6,11 +6,18 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "cache/policies/builtin.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/error.h"
 
 namespace ditcache {
+
+// The built-in policies' factories (each in its own file under src/cache/policies/).
+namespace detail {
+std::unique_ptr<CachePolicy> make_none(const PolicySpec& spec);    // simple.cpp
+std::unique_ptr<CachePolicy> make_fora(const PolicySpec& spec);    // simple.cpp
+std::unique_ptr<CachePolicy> make_toca(const PolicySpec& spec);    // toca.cpp
+std::unique_ptr<CachePolicy> make_random(const PolicySpec& spec);  // toca.cpp
+}  // namespace detail
 
 namespace {
 
@@ -162,6 +169,13 @@ std::string OptionReader::choice(const std::string& key, const std::string& fall
                 fmt::format("{}: option {}='{}' is not one of {}", spec_.name, key, *text, fmt::join(allowed, ", ")));
   }
   return *text;
+}
+
+std::string OptionReader::text(const std::string& key, const std::string& fallback) {
+  const auto* value = raw(key);
+  if (!value) return fallback;
+  if (value->empty()) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: option {} is empty", spec_.name, key));
+  return *value;
 }
 
 void OptionReader::finish() const {

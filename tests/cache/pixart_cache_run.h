@@ -13,6 +13,7 @@
 #include "ditcache/cache/context.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/pixart.h"
+#include "ditcache/step_driver.h"
 #include "test_util.h"
 
 namespace ditcache::test {
@@ -45,15 +46,16 @@ struct TinyPixArtRun {
 
   int64_t rows() const { return 2 * kPrompts; }
   int64_t tokens() const { return kGrid * kGrid; }
+  RunShape shape(bool cfg = true) const { return pixart_run_shape(rows(), cfg, kGrid, kGrid, kCaption); }
   RunInfo run_info(int steps, bool cfg = true) const {
-    return pixart_run_info(model->config(), rows(), cfg, kGrid, kGrid, steps, "dpm-solver");
+    return make_run_info(model->info(), shape(cfg), steps, "dpm-solver");
   }
 
-  /// The latents after `steps` steps (timesteps 999 -> 0), every forward through `cache` when given.
-  /// Whole-step reuse returns the kept output and counts the skipped step's FLOPs as a pipeline does.
+  /// The latents after `steps` steps (timesteps 999 -> 0), every forward through `cache` when given,
+  /// driven by a StepDriver as the pipelines drive it.
   at::Tensor sample(CacheContext* cache, int steps, bool cfg = true) {
     at::NoGradGuard no_grad;
-    if (cache) cache->begin_run(run_info(steps, cfg));
+    StepDriver driver(cache, model->info(), shape(cfg), steps, "dpm-solver", x0.device());
     auto x = x0;
     for (int step = 0; step < steps; ++step) {
       const double t = 999.0 * (1.0 - static_cast<double>(step) / steps);
@@ -62,30 +64,16 @@ struct TinyPixArtRun {
       in.timestep = at::full({rows()}, t);
       in.y = y;
       in.mask = mask;
-      at::Tensor eps;
-      if (cache && cache->begin_step({step, step}) == StepMode::kReuseOutput) {
-        count_pixart_step_flops(model->config(), *cache, rows(), kGrid, kGrid, kCaption);
-        eps = cache->step_output();
-      } else {
-        eps = model->forward(in, cache).narrow(1, 0, 4);
-        if (cache) cache->set_step_output(eps);
-      }
-      if (cache) cache->end_step();
+      auto eps = driver.step(step, [&](CacheContext* c) { return model->forward(in, c).narrow(1, 0, 4); });
       auto halves = eps.chunk(2, 0);
       x = x - 0.05 * (halves[1] + 4.5 * (halves[0] - halves[1]));
     }
     return x;
   }
 
-  /// The FLOPs-only count of the same run: every step through count_pixart_step_flops.
+  /// The FLOPs-only count of the same run (StepDriver::simulate).
   RunSummary simulate(CacheContext& cache, int steps) const {
-    cache.set_dry(true);
-    cache.begin_run(run_info(steps));
-    for (int step = 0; step < steps; ++step) {
-      cache.begin_step({step, step});
-      count_pixart_step_flops(model->config(), cache, rows(), kGrid, kGrid, kCaption);
-      cache.end_step();
-    }
+    StepDriver::simulate(cache, model->info(), shape(), steps, "dpm-solver");
     return cache.summary();
   }
 };

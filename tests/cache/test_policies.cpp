@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cache/policies/toca_scores.h"
+#include "dit/dit_toca.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policies.h"
 #include "ditcache/cache/toca.h"
@@ -161,7 +163,7 @@ TEST(PolicyRegistry, ErrorsNameTheProblem) {
   EXPECT_NE(message("toca:ratio=1.5").find("toca: option ratio=1.5 is out of range; expected 0 <= ratio <= 1"), std::string::npos);
   EXPECT_NE(message("toca:ratoi=0.1").find("unknown option 'ratoi'"), std::string::npos);
   EXPECT_NE(message("toca:ratio").find("option 'ratio' is not key=value"), std::string::npos);
-  EXPECT_NE(message("toca:schedule=linear").find("not one of auto, ddim50, ddpm250"), std::string::npos);
+  EXPECT_NE(message("toca:schedule=").find("toca: option schedule is empty"), std::string::npos);
   EXPECT_NE(message("fora:interval=2,interval=3").find("given twice"), std::string::npos);
   EXPECT_NE(message(":x=1").find("no policy name"), std::string::npos);
   EXPECT_NE(message("none:interval=2").find("unknown option 'interval'"), std::string::npos);
@@ -335,7 +337,14 @@ TEST(ToCaPolicy, UnsupportedLayoutsAreErrors) {
   other.num_tokens = 16;
   other.grid_h = other.grid_w = 4;
   other.num_steps = 10;
-  test::expect_error([&] { make_policy("toca")->begin_run(other); }, ErrorCode::kUnsupported, "model 'Flux' is not supported");
+  test::expect_error([&] { make_policy("toca")->begin_run(other); }, ErrorCode::kUnsupported, "model 'Flux' has no ToCa profile");
+  // A schedule the family does not have is refused when the run starts, naming the family's.
+  const auto config = DiTConfig::preset("DiT-S/2-256");
+  const auto dit = make_run_info(backbone_info(config), dit_run_shape(config, 2, true), 10, "ddim");
+  test::expect_error([&] { make_policy("toca:schedule=linear")->begin_run(dit); }, ErrorCode::kInvalidArgument,
+                     "toca: schedule=linear is not one of DiT's: ddim50, ddpm250 (or auto)");
+  test::expect_error([&] { make_policy("toca:schedule=pixart")->begin_run(dit); }, ErrorCode::kInvalidArgument,
+                     "schedule=pixart is not one of DiT's");
 }
 
 // Forwards to a real policy and counts the attention statistics it asks for and receives.

@@ -154,11 +154,12 @@ TEST(PixArtPolicies, ForaComputesThenReusesAtEveryGranularity) {
 TEST(PixArtPolicies, BadOptionsForPixArtAreErrors) {
   test::TinyPixArtRun run;
   const auto info = run.run_info(8);
-  test::expect_error([&] { make_policy("toca:schedule=ddpm250")->begin_run(info); }, ErrorCode::kInvalidArgument, "is DiT's; PixArt runs");
+  test::expect_error([&] { make_policy("toca:schedule=ddpm250")->begin_run(info); }, ErrorCode::kInvalidArgument, "schedule=ddpm250 is not one of PixArt's: pixart");
   test::expect_error([&] { make_policy("random:grid=3")->begin_run(info); }, ErrorCode::kInvalidArgument, "s4 grid 3");
   RunInfo unknown = info;
   unknown.model = "Flux";
-  test::expect_error([&] { make_policy("toca")->begin_run(unknown); }, ErrorCode::kUnsupported, "model 'Flux' is not supported");
+  unknown.toca = nullptr;
+  test::expect_error([&] { make_policy("toca")->begin_run(unknown); }, ErrorCode::kUnsupported, "model 'Flux' has no ToCa profile");
 }
 
 // Forwards to a real policy and counts the attention statistics it asks for, per site kind.

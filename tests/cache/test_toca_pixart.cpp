@@ -16,11 +16,14 @@
 #include <gtest/gtest.h>
 
 #include "cache/pixart_cache_run.h"
+#include "cache/policies/toca_scores.h"
+#include "pixart/pixart_toca.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/error.h"
 #include "ditcache/models/pixart.h"
+#include "ditcache/step_driver.h"
 #include "test_util.h"
 
 namespace ditcache {
@@ -65,14 +68,9 @@ TEST(ToCaPixArtSchedule, FreshRatiosOfCrossAttentionAndMlp) {
 // A dry run of PixArt-XL-2-256 (16 x 16 tokens, 120 caption tokens, one prompt with CFG), 20 steps.
 CacheContext dry_256(const std::string& policy, int steps = 20) {
   CacheContext cache(make_policy(policy), /*trace=*/false);
-  cache.set_dry(true);
   const auto config = PixArtConfig::preset("PixArt-XL-2-256");
-  cache.begin_run(pixart_run_info(config, 2, true, 16, 16, steps, "dpm-solver"));
-  for (int step = 0; step < steps; ++step) {
-    cache.begin_step({step, step});
-    count_pixart_step_flops(config, cache, 2, 16, 16, 120);
-    cache.end_step();
-  }
+  StepDriver::simulate(cache, backbone_info(config), pixart_run_shape(2, true, 16, 16, 120), steps, "dpm-solver");
+  cache.set_dry(true);  // the tests read the dry telemetry as it was
   return cache;
 }
 
@@ -206,22 +204,22 @@ TEST(ToCaPixArtScores, SpreadBonusUsesFourByFourBlocks) {
 
 TEST(ToCaPixArtPolicy, DefaultsOptionsAndErrors) {
   const auto config = PixArtConfig::preset("PixArt-XL-2-256");
-  auto run = pixart_run_info(config, 2, true, 16, 16, 20, "dpm-solver");
+  auto run = make_run_info(backbone_info(config), pixart_run_shape(2, true, 16, 16, 0), 20, "dpm-solver");
   EXPECT_NO_THROW(make_policy("toca")->begin_run(run));
   EXPECT_NO_THROW(make_policy("toca:schedule=pixart")->begin_run(run));
   EXPECT_NO_THROW(make_policy("random")->begin_run(run));
   test::expect_error([&] { make_policy("toca:schedule=ddim50")->begin_run(run); }, ErrorCode::kInvalidArgument,
-                     "schedule=ddim50 is DiT's; PixArt runs the pixart schedule");
+                     "schedule=ddim50 is not one of PixArt's: pixart (or auto)");
   test::expect_error([&] { make_policy("toca:schedule=opensora")->begin_run(run); }, ErrorCode::kInvalidArgument,
-                     "schedule=opensora is STDiT3's (OpenSora); PixArt runs");
+                     "schedule=opensora is not one of PixArt's: pixart");
   // s4's grid is 4 on PixArt: a 4 x 6 token grid does not divide into 4 x 4 blocks.
-  auto narrow = pixart_run_info(config, 2, true, 4, 6, 20, "dpm-solver");
+  auto narrow = make_run_info(backbone_info(config), pixart_run_shape(2, true, 4, 6, 0), 20, "dpm-solver");
   test::expect_error([&] { make_policy("toca")->begin_run(narrow); }, ErrorCode::kInvalidArgument, "s4 grid 4 does not divide the 4x6");
   EXPECT_NO_THROW(make_policy("toca:grid=2")->begin_run(narrow));
   EXPECT_NO_THROW(make_policy("toca:bonus=0")->begin_run(narrow));
   auto down = run;
   down.step_index_counts_down = true;
-  test::expect_error([&] { make_policy("toca")->begin_run(down); }, ErrorCode::kInvalidArgument, "PixArt steps count up");
+  test::expect_error([&] { make_policy("toca")->begin_run(down); }, ErrorCode::kInvalidArgument, "PixArt's ToCa schedule numbers steps up, the run numbers them down");
   // grid=auto is the default, and option strings round-trip.
   EXPECT_EQ(make_policy("toca")->to_string(), "toca:ratio=auto,interval=0,schedule=auto,mode=reference,weight=0.25,bonus=auto,grid=auto");
   for (const char* spec : {"toca:schedule=pixart,grid=4,bonus=0.4,ratio=0.3", "random:grid=auto,seed=9"}) {
@@ -230,7 +228,10 @@ TEST(ToCaPixArtPolicy, DefaultsOptionsAndErrors) {
   }
   EXPECT_THROW(make_policy("toca:grid=0"), Error);
   EXPECT_THROW(make_policy("toca:grid=65"), Error);
-  EXPECT_THROW(make_policy("toca:schedule=linear"), Error);
+  // A schedule name is the family's to check: refused when the run starts.
+  test::expect_error([&] { make_policy("toca:schedule=linear")->begin_run(run); }, ErrorCode::kInvalidArgument,
+                     "schedule=linear is not one of PixArt's");
+  EXPECT_THROW(make_policy("toca:schedule="), Error);
 }
 
 // Drives a policy through a PixArt run by hand (depth 2, one prompt with CFG, 8 x 8 tokens, 8
@@ -240,7 +241,7 @@ std::vector<std::set<int64_t>> drive(const std::string& spec, const at::Tensor& 
   auto policy = make_policy(spec);
   auto config = PixArtConfig::preset("PixArt-XL-2-256");
   config.depth = 2;
-  policy->begin_run(pixart_run_info(config, 2, true, 8, 8, 8, "dpm-solver"));
+  policy->begin_run(make_run_info(backbone_info(config), pixart_run_shape(2, true, 8, 8, 0), 8, "dpm-solver"));
   const auto ages = at::zeros({2, 64}, at::kInt);
   for (int step = 0; step < 8; ++step) {
     policy->begin_step({step, step});

@@ -47,7 +47,7 @@ TEST(ToCaPixArtParity, SameTokensAndLatentsAsTheOfficialCode) {
   const int steps = std::stoi(meta.at("steps"));
   const int64_t grid = config.input_size / config.patch_size, prompts = 2, rows = 2 * prompts;
   CacheContext cache(make_policy(meta.at("policy")), /*trace=*/true);
-  cache.begin_run(pixart_run_info(config, rows, true, grid, grid, steps, "dpm-solver"));
+  cache.begin_run(make_run_info(backbone_info(config), pixart_run_shape(rows, true, grid, grid, 0), steps, "dpm-solver"));
   PixArtInputs in;
   in.y = runs->load("y");
   in.mask = runs->load("mask");

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "cache/policies/toca_scores.h"
+#include "dit/dit_toca.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/error.h"

@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "cache/policies/toca_scores.h"
+#include "opensora/stdit3_toca.h"
 #include "ditcache/cache/context.h"
 #include "ditcache/cache/policy.h"
 #include "ditcache/cache/toca.h"
@@ -93,7 +95,7 @@ TEST(ToCaVideo, MlpSelectionFollowsTheOfficialS2) {
   auto config = STDiT3Config::preset("STDiT3-XL/2");
   config.depth = 1;
   auto policy = make_policy("toca:ratio=0.5");
-  policy->begin_run(stdit3_run_info(config, 2, true, 1, 1, 2, 8, "rflow"));
+  policy->begin_run(make_run_info(backbone_info(config), stdit3_run_shape(2, true, 1, 1, 2, 0), 8, "rflow"));
   const auto ages = at::zeros({2, 2}, at::kInt);
   int checked = 0;
   for (int step = 0; step < 5; ++step) {
@@ -120,9 +122,9 @@ TEST(ToCaVideo, MlpSelectionFollowsTheOfficialS2) {
 
 TEST(ToCaVideo, RefusesDiTOnlyOptionsOnSTDiT3) {
   auto c = STDiT3Config::preset("STDiT3-XL/2");
-  auto run = stdit3_run_info(c, 2, true, 15, 30, 53, 30, "rflow");
+  auto run = make_run_info(backbone_info(c), stdit3_run_shape(2, true, 15, 30, 53, 0), 30, "rflow");
   test::expect_error([&] { make_policy("toca:schedule=ddim50")->begin_run(run); }, ErrorCode::kInvalidArgument,
-                     "schedule=ddim50 is DiT's");
+                     "schedule=ddim50 is not one of STDiT3's: opensora");
   test::expect_error([&] { make_policy("toca:bonus=0.6")->begin_run(run); }, ErrorCode::kUnsupported, "s4 spatial bonus is off");
   EXPECT_NO_THROW(make_policy("toca")->begin_run(run));
   EXPECT_NO_THROW(make_policy("toca:ratio=auto,bonus=0")->begin_run(run));

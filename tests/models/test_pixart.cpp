@@ -390,7 +390,7 @@ TEST(PixArtCache, ForaComputesThenReusesEverySite) {
   const auto& c = model->config();
   const int64_t B = in.x.size(0), gh = 4, gw = 4, L = 8;
   CacheContext cache(make_policy("fora:interval=3"));
-  cache.begin_run(pixart_run_info(c, B, false, gh, gw, 3, "dpm-solver"));
+  cache.begin_run(make_run_info(backbone_info(c), pixart_run_shape(B, false, gh, gw, 0), 3, "dpm-solver"));
   // Step 0 computes every site: the output is the uncached one, bit for bit.
   cache.begin_step({0, 0});
   EXPECT_TRUE(at::equal(model->forward(in, &cache), uncached));
@@ -423,10 +423,10 @@ TEST(PixArtCache, ForaComputesThenReusesEverySite) {
   // A dry run of the same schedule counts the same FLOPs without tensors.
   CacheContext dry(make_policy("fora:interval=3"));
   dry.set_dry(true);
-  dry.begin_run(pixart_run_info(c, B, false, gh, gw, 3, "dpm-solver"));
+  dry.begin_run(make_run_info(backbone_info(c), pixart_run_shape(B, false, gh, gw, 0), 3, "dpm-solver"));
   for (int s = 0; s < 3; ++s) {
     dry.begin_step({s, s});
-    count_pixart_step_flops(c, dry, B, gh, gw, L);
+    count_step_flops(backbone_info(c), pixart_run_shape(B, false, gh, gw, L), dry);
     dry.end_step();
     EXPECT_DOUBLE_EQ(dry.steps()[s].flops, steps[s].flops) << s;
     EXPECT_DOUBLE_EQ(dry.steps()[s].full_flops, steps[s].full_flops) << s;
@@ -440,7 +440,7 @@ TEST(PixArtCache, BlockSitesReuseTheResidualUpdate) {
   at::NoGradGuard no_grad;
   const auto uncached = model->forward(in);
   CacheContext cache(make_policy("fora:interval=2,granularity=block"));
-  cache.begin_run(pixart_run_info(model->config(), 2, false, 4, 6, 2, "dpm-solver"));
+  cache.begin_run(make_run_info(backbone_info(model->config()), pixart_run_shape(2, false, 4, 6, 0), 2, "dpm-solver"));
   cache.begin_step({0, 0});
   EXPECT_TRUE(at::equal(model->forward(in, &cache), uncached));
   cache.end_step();
@@ -469,11 +469,11 @@ TEST(PixArtCache, DryCountsOfTheReleaseAndReusedSteps) {
   EXPECT_NEAR(block, rows * N * C + attention(N, N) + attention(N, L) + rows * N * C + mlp, 1e-6 * block);
   CacheContext dry(make_policy("fora:interval=2,granularity=step"));
   dry.set_dry(true);
-  dry.begin_run(pixart_run_info(c, rows, true, 16, 16, 4, "dpm-solver"));
+  dry.begin_run(make_run_info(backbone_info(c), pixart_run_shape(rows, true, 16, 16, 0), 4, "dpm-solver"));
   for (int s = 0; s < 4; ++s) {
     const auto mode = dry.begin_step({s, s});
     EXPECT_EQ(mode, s % 2 ? StepMode::kReuseOutput : StepMode::kPerSite);
-    count_pixart_step_flops(c, dry, rows, 16, 16, L);
+    count_step_flops(backbone_info(c), pixart_run_shape(rows, false, 16, 16, L), dry);
     dry.end_step();
     EXPECT_DOUBLE_EQ(dry.steps()[s].full_flops, 28 * block) << s;
     EXPECT_DOUBLE_EQ(dry.steps()[s].flops, s % 2 ? 0.0 : 28 * block) << s;
@@ -523,7 +523,7 @@ TEST(PixArtCache, PartialSitesAndAttentionStatistics) {
   auto policy = std::make_shared<ScriptedPolicy>();
   CacheContext cache(policy);
   const int64_t N = 16, L = 8;
-  cache.begin_run(pixart_run_info(model->config(), 2, false, 4, 4, 2, "dpm-solver"));
+  cache.begin_run(make_run_info(backbone_info(model->config()), pixart_run_shape(2, false, 4, 4, 0), 2, "dpm-solver"));
   cache.begin_step({0, 0});
   DITCACHE_EXPECT_CLOSE(model->forward(in, &cache), uncached, kTol);  // explicit attention: rounding only
   cache.end_step();

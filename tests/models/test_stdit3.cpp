@@ -265,7 +265,7 @@ TEST(STDiT3Cache, EveryBlockKindAndSiteRunsThroughTheContext) {
   CacheContext cache(make_policy("fora:interval=3"));
   const auto& c = model->config();
   const int64_t T = in.x.size(2), gh = 2, gw = 3;
-  cache.begin_run(stdit3_run_info(c, in.x.size(0), false, T, gh, gw, 3, "rflow"));
+  cache.begin_run(make_run_info(backbone_info(c), stdit3_run_shape(in.x.size(0), false, T, gh, gw, 0), 3, "rflow"));
   // Step 0 computes every site: the output is the uncached one.
   cache.begin_step({0, 0});
   EXPECT_TRUE(at::equal(model->forward(in, &cache), uncached));

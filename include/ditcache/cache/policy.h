@@ -16,19 +16,26 @@
 
 namespace ditcache {
 
-/// What a policy is told when a sampling run starts.
+struct ToCaProfile;
+
+/// What a policy is told when a sampling run starts (built from the model family's descriptor by
+/// make_run_info, backbone.h).
 struct RunInfo {
-  std::string model;              ///< "DiT", "PixArt", "STDiT3"
+  std::string model;              ///< the family: "DiT", "PixArt", "STDiT3", ...
   int depth = 0;                  ///< blocks (per block kind)
   int block_kinds = 1;            ///< block kinds per layer: 1, or 2 for STDiT3 (spatial and temporal)
   int64_t batch = 0;              ///< rows of the model batch, CFG halves included
-  bool cfg = false;               ///< batch is [cond; uncond]
+  bool cfg = false;               ///< batch is two CFG halves
   int64_t num_tokens = 0;         ///< tokens per row at every site
-  int64_t grid_h = 0, grid_w = 0; ///< token grid (num_tokens = grid_h * grid_w)
+  int64_t frames = 1;             ///< frames of a video run (1 for images)
+  int64_t grid_h = 0, grid_w = 0; ///< token grid (num_tokens = grid_h * grid_w; a video's frames stacked vertically)
+  int64_t context_tokens = 0;     ///< caption tokens per row (0 without text)
   int num_steps = 0;              ///< model calls in the run
   bool step_index_counts_down = true;  ///< DiT numbers steps S-1 .. 0; PixArt/OpenSora 0 .. S-1
   std::string sampler;            ///< "ddpm", "ddim", ...
   std::vector<SiteKind> site_kinds;    ///< module sites of every block, in call order
+  /// The family's ToCa schedule and paper settings (cache/toca.h); null when it has none.
+  std::shared_ptr<const ToCaProfile> toca;
 };
 
 /// The step being run: `index` in the model's own numbering (see RunInfo), `position` 0..S-1 in
@@ -121,6 +128,8 @@ class OptionReader {
   /// integer(), or `fallback` when the value is the word "auto".
   int64_t integer_or_auto(const std::string& key, int64_t fallback, int64_t min, int64_t max);
   std::string choice(const std::string& key, const std::string& fallback, const std::vector<std::string>& allowed);
+  /// A word the policy checks itself later (e.g. a schedule the run's model family names); empty is an error.
+  std::string text(const std::string& key, const std::string& fallback);
   /// Throws for any option not read, listing the policy's valid keys.
   void finish() const;
 

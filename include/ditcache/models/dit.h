@@ -14,11 +14,12 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "ditcache/backbone.h"
+
 namespace ditcache {
 
 class WeightFile;
 class CacheContext;
-struct RunInfo;
 
 /// Whose numerics a DiT reproduces where the original and diffusers differ (models.md §1.4).
 enum class DiTNumerics {
@@ -111,7 +112,7 @@ TORCH_MODULE(DiTMLP);
 /// are the cache sites of the scheduler.
 class DiTBlockImpl : public torch::nn::Module {
  public:
-  DiTBlockImpl(const DiTConfig& config);
+  explicit DiTBlockImpl(const DiTConfig& config);
   /// The six modulation vectors [B, C] each: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp.
   std::vector<at::Tensor> modulation(const at::Tensor& c);
   /// Self-attention output before its gate for tokens x [B, N, C] (see DiTAttentionImpl::forward).
@@ -119,11 +120,11 @@ class DiTBlockImpl : public torch::nn::Module {
                               const at::Tensor& queries = {}, at::Tensor* column_sums = nullptr);
   /// MLP output before its gate for tokens x [B, N, C] (any subset of tokens).
   at::Tensor mlp_branch(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
-  /// The whole block: x + g_msa * attn(...), then + g_mlp * mlp(...).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
-  /// The block through the cache context: sites (layer, spatial, attn) and (layer, spatial, mlp),
-  /// or the whole block as one site when the policy uses block sites; reports its FLOPs.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, CacheContext& cache, int layer);
+  /// The whole block: x + g_msa * attn(...), then + g_mlp * mlp(...). With a cache context its
+  /// sites (layer, spatial, attn | mlp), or the whole block, run through it (run_block) and it
+  /// reports its FLOPs; `info` and `shape` are the model's descriptor and the pass's layout.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c, CacheContext* cache = nullptr, int layer = 0,
+                     const BackboneInfo* info = nullptr, const RunShape& shape = {});
 
   DiTAttention attn{nullptr};
   DiTMLP mlp{nullptr};
@@ -136,15 +137,23 @@ class DiTBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DiTBlock);
 
+/// DiT's family descriptor: one spatial block per layer with sites self-attention and MLP, steps
+/// numbered down (S-1 .. 0), FLOPs from dit_block_flops, ToCa's DiT profile.
+BackboneInfo backbone_info(const DiTConfig& config);
+
 /// The DiT backbone: x [B, Cin, H, W], t [B] (float or int, the original 0..999 index), y [B]
 /// (int64 class ids, num_classes = null) -> [B, Cout, H, W].
-class DiTImpl : public torch::nn::Module {
+class DiTImpl : public torch::nn::Module, public Backbone {
  public:
   explicit DiTImpl(const DiTConfig& config);
 
   /// One forward pass; H = W = input_size. With a cache context, every block runs through it (the
-  /// caller brackets the call with cache->begin_step / end_step).
+  /// caller, a StepDriver, brackets the call with begin_step / end_step).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, CacheContext* cache = nullptr);
+  /// Backbone: reads x, timestep and y (class ids); refuses every other input.
+  at::Tensor forward(const BackboneInputs& inputs, CacheContext* cache) override;
+  RunShape run_shape(const BackboneInputs& inputs) const override;
+  const BackboneInfo& info() const override { return info_; }
   /// Classifier-free guidance on a doubled batch [cond; uncond] (labels [y; null]), as the
   /// original `forward_with_cfg`: guides the first 3 eps channels (original numerics) or all eps
   /// channels (diffusers numerics) and writes the guided half to both halves; variance channels
@@ -155,7 +164,7 @@ class DiTImpl : public torch::nn::Module {
 
   /// Loads an original (`x_embedder...`) or diffusers (`transformer_blocks...`) checkpoint, strictly;
   /// checks the file's architecture against this config first and names the differing field.
-  void load(const WeightFile& file);
+  void load(const WeightFile& file) override;
 
   const DiTConfig& config() const { return config_; }
 
@@ -171,6 +180,7 @@ class DiTImpl : public torch::nn::Module {
   at::Tensor final_layer(const at::Tensor& x, const at::Tensor& c);
   at::Tensor unpatchify(const at::Tensor& tokens);
   DiTConfig config_;
+  BackboneInfo info_;
 };
 TORCH_MODULE(DiT);
 
@@ -180,16 +190,12 @@ TORCH_MODULE(DiT);
 /// linear zero (adaLN-Zero: each block starts as the identity).
 void init_dit_weights(DiTImpl& model);
 
-/// What a cache policy is told about a DiT run: `rows` model rows (CFG halves included).
-RunInfo dit_run_info(const DiTConfig& config, int64_t rows, bool cfg, int num_steps, const std::string& sampler);
-
 /// FLOPs of one DiT block (toca.md §6) for `rows` rows when the attention computed
 /// `attn_queries` queries and the MLP `mlp_tokens` tokens per row (0 = reused).
 double dit_block_flops(const DiTConfig& config, int64_t rows, int64_t attn_queries, int64_t mlp_tokens);
 
-/// FLOPs-only: the current step's decisions through a dry context, counted from the config's
-/// shapes (no tensors, no weights: a DiT-XL/2 schedule is counted in milliseconds).
-void count_dit_step_flops(const DiTConfig& config, CacheContext& cache, int64_t rows);
+/// The layout of a DiT run of `rows` model rows (CFG halves included).
+RunShape dit_run_shape(const DiTConfig& config, int64_t rows, bool cfg);
 
 /// The key map that reads a diffusers `DiTTransformer2DModel` state dict into this module layout.
 class KeyMap;

@@ -15,6 +15,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "ditcache/backbone.h"
 #include "ditcache/cache/site.h"
 #include "ditcache/models/dit.h"
 #include "ditcache/models/stdit3.h"
@@ -24,7 +25,6 @@ namespace ditcache {
 class WeightFile;
 class CacheContext;
 class KeyMap;
-struct RunInfo;
 
 /// Architecture of a PixArt-α transformer. Field names follow the original `PixArt` class;
 /// diffusers' names are given where they differ.
@@ -101,21 +101,22 @@ KeyMap pixart_diffusers_key_map(const PixArtConfig& config);
 /// positions in float32 as both references compute them, sin/cos in float64.
 at::Tensor pixart_pos_embed(int64_t dim, int64_t gh, int64_t gw, int base_size, double lewei_scale);
 
-/// What one PixArt forward pass is conditioned on (models.md §2.2). `mask`, `resolution` and
-/// `aspect_ratio` may have B or fewer rows B' (row i uses row i mod B'), as the original repeats
-/// the conditional prompt's mask over the CFG batch.
-struct PixArtInputs {
-  at::Tensor x;             ///< [B, in_channels, h, w] latents; h and w multiples of the patch size
-  at::Tensor timestep;      ///< [B] float, 0..999 (may be fractional)
-  at::Tensor y;             ///< [B, L, caption_channels] or [B, 1, L, caption_channels] T5 embeddings
-  at::Tensor mask;          ///< [B', L] (or [B', 1, 1, L]) nonzero = valid caption token; undefined: all valid
-  at::Tensor resolution;    ///< micro-conditions only: [B', 2] (height, width) in pixels
-  at::Tensor aspect_ratio;  ///< micro-conditions only: [B'] or [B', 1] height / width
-};
+/// What one PixArt forward pass reads (models.md §2.2): x [B, in_channels, h, w] latents (h and w
+/// multiples of the patch size), timestep [B] float 0..999 (may be fractional), y [B, L,
+/// caption_channels] or [B, 1, L, caption_channels] T5 embeddings, mask [B', L] (or [B', 1, 1, L])
+/// nonzero = valid caption token (undefined: all valid), and with micro-conditions resolution
+/// [B', 2] (height, width in pixels) and aspect_ratio [B'] or [B', 1] (height / width). B' rows
+/// tile the batch (row i uses row i mod B'), as the original repeats the conditional prompt's mask
+/// over the CFG batch.
+using PixArtInputs = BackboneInputs;
+
+/// The layout of a PixArt pass: `rows` rows of a gh x gw patch grid and `caption_tokens` tokens.
+RunShape pixart_run_shape(int64_t rows, bool cfg, int64_t gh, int64_t gw, int64_t caption_tokens);
 
 /// Per-call state the blocks share.
 struct PixArtBlockContext {
-  int64_t batch = 0, tokens = 0;  ///< B, N (patch tokens per row)
+  const BackboneInfo* info = nullptr;  ///< the model's descriptor (run_block)
+  RunShape shape;       ///< B rows of gh x gw patch tokens, L caption tokens
   at::Tensor t_mlp;     ///< [B, 6C] output of the shared `t_block`
   at::Tensor captions;  ///< [B, L, C] projected captions
   at::Tensor key_mask;  ///< [B, 1, 1, L] additive caption mask (0 valid, -inf padding)
@@ -131,6 +132,8 @@ class PixArtBlockImpl : public torch::nn::Module {
   /// x [B, N, C] -> [B, N, C]. With a cache context every module runs through it (or the whole
   /// block, when the policy uses block sites) and the block reports its FLOPs.
   at::Tensor forward(const at::Tensor& x, const PixArtBlockContext& ctx, CacheContext* cache = nullptr, int layer = 0);
+  /// The block's three module sites through `sites` (cached or direct).
+  at::Tensor forward_sites(const at::Tensor& x, const PixArtBlockContext& ctx, BlockRunner& sites);
 
   at::Tensor scale_shift_table;  ///< [6, C]: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   DiTAttention attn{nullptr};
@@ -142,8 +145,12 @@ class PixArtBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PixArtBlock);
 
+/// PixArt-α's family descriptor: one spatial block per layer with sites self-attention,
+/// cross-attention and MLP, steps numbered up, FLOPs from pixart_block_flops, ToCa's PixArt profile.
+BackboneInfo backbone_info(const PixArtConfig& config);
+
 /// The PixArt-α backbone (`PixArt`, or `PixArtMS` with micro-conditions).
-class PixArtImpl : public torch::nn::Module {
+class PixArtImpl : public torch::nn::Module, public Backbone {
  public:
   explicit PixArtImpl(const PixArtConfig& config);
 
@@ -153,15 +160,18 @@ class PixArtImpl : public torch::nn::Module {
   /// at the training size). Throws Error(kShapeMismatch) naming the input whose shape does not fit,
   /// Error(kInvalidArgument) for missing or superfluous micro-conditions or a caption mask row
   /// without a valid token. With a cache context every block runs through it; the caller brackets
-  /// the call with begin_step / end_step and answers a kReuseOutput step itself.
-  at::Tensor forward(const PixArtInputs& in, CacheContext* cache = nullptr);
+  /// the call with begin_step / end_step and answers a kReuseOutput step itself (StepDriver).
+  /// Inputs PixArt does not read (fps, size, x_mask) are refused.
+  at::Tensor forward(const PixArtInputs& in, CacheContext* cache = nullptr) override;
+  RunShape run_shape(const BackboneInputs& inputs) const override;
+  const BackboneInfo& info() const override { return info_; }
 
   /// Loads an original `.pth` / safetensors (key for key, under any of the prefixes
   /// load_state_dict detects) or a diffusers `PixArtTransformer2DModel` file, strictly, after
   /// checking the file's architecture against this config (names the differing field). An
   /// original non-MS file's stored `pos_embed` must be the table of this config's input_size and
   /// lewei_scale. The null caption is optional (diffusers files have none: has_null_caption()).
-  void load(const WeightFile& file);
+  void load(const WeightFile& file) override;
 
   /// The null caption [model_max_length, caption_channels] (`y_embedder.y_embedding`, the
   /// original's unconditional input for CFG); meaningful only when has_null_caption().
@@ -183,16 +193,12 @@ class PixArtImpl : public torch::nn::Module {
   /// The position embedding of a gh x gw grid in the model's dtype and device (kept for the last size).
   const at::Tensor& pos_embed(int64_t gh, int64_t gw);
   PixArtConfig config_;
+  BackboneInfo info_;
   bool has_null_caption_ = false;
   at::Tensor pos_cache_;
   int64_t pos_gh_ = 0, pos_gw_ = 0;
 };
 TORCH_MODULE(PixArt);
-
-/// What a cache policy is told about a PixArt run: `rows` model rows (CFG halves included) over a
-/// gh x gw patch grid, steps numbered up (DPM-Solver order).
-RunInfo pixart_run_info(const PixArtConfig& config, int64_t rows, bool cfg, int64_t gh, int64_t gw, int num_steps,
-                        const std::string& sampler);
 
 /// FLOPs of one PixArt block (toca.md §6 convention) for `rows` rows of `tokens` patch tokens and
 /// `caption_tokens` caption tokens when the self-attention computed `attn_queries` queries (its
@@ -201,13 +207,5 @@ RunInfo pixart_run_info(const PixArtConfig& config, int64_t rows, bool cfg, int6
 /// per step) is not counted per block.
 double pixart_block_flops(const PixArtConfig& config, int64_t rows, int64_t tokens, int64_t caption_tokens,
                           int64_t attn_queries, int64_t cross_queries, int64_t mlp_tokens);
-
-/// FLOPs-only (dry) count of one PixArt step: walks every block's sites through
-/// `cache.decide_dry` (self-attention, cross-attention, MLP; one kBlock site per block when the
-/// policy uses block sites) and adds pixart_block_flops of what a real forward would run; a
-/// kReuseOutput step adds 0 of the full cost. Call between begin_step and end_step of a context in
-/// dry mode.
-void count_pixart_step_flops(const PixArtConfig& config, CacheContext& cache, int64_t rows, int64_t gh, int64_t gw,
-                             int64_t caption_tokens);
 
 }  // namespace ditcache

@@ -13,13 +13,13 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "ditcache/backbone.h"
 #include "ditcache/cache/site.h"
 
 namespace ditcache {
 
 class WeightFile;
 class CacheContext;
-struct RunInfo;
 
 /// Architecture of an STDiT3. Field names follow the reference's `STDiT3Config`.
 struct STDiT3Config {
@@ -54,19 +54,17 @@ struct STDiT3Config {
   static STDiT3Config from_weights(const WeightFile& file);
 };
 
-/// What one STDiT3 forward pass is conditioned on (models.md §3.2). Rows: `x` and `timestep` have
-/// the model batch B; `mask`, `fps`, `height`, `width` may have B or fewer rows B' (row i of the
-/// batch uses row i mod B', as the reference tiles them for the CFG batch).
-struct STDiT3Inputs {
-  at::Tensor x;         ///< [B, Cin, T, h, w] latent video
-  at::Tensor timestep;  ///< [B] float, 0..1000 (1000 = pure noise)
-  at::Tensor y;         ///< [B, L, caption_channels] or [B, 1, L, caption_channels] caption embeddings
-  at::Tensor mask;      ///< [B', L] 1 = valid caption token (a prefix); undefined: all valid
-  at::Tensor fps;       ///< [B'] frames per second (24 for video, 120 for a single image)
-  double height = 0;    ///< pixel height of the target video (sets the position-embedding scale)
-  double width = 0;     ///< pixel width
-  at::Tensor x_mask;    ///< [B, T] bool: frames where false use the timestep-0 modulation; undefined: none
-};
+/// What one STDiT3 forward pass reads (models.md §3.2): x [B, Cin, T, h, w] latent video,
+/// timestep [B] float 0..1000 (1000 = pure noise), y [B, L, caption_channels] or [B, 1, L,
+/// caption_channels] caption embeddings, mask [B', L] (1 = valid caption token, a prefix;
+/// undefined: all valid), fps [B'] frames per second (24 for video, 120 for an image), height and
+/// width the target video's pixel size (the position-embedding scale), x_mask [B, T] bool (frames
+/// where false use the timestep-0 modulation; undefined: none). B' rows tile the batch (row i uses
+/// row i mod B'), as the reference tiles them for the CFG batch.
+using STDiT3Inputs = BackboneInputs;
+
+/// The layout of an STDiT3 pass: `rows` rows of `frames` x gh x gw patch tokens and `caption_tokens` tokens.
+RunShape stdit3_run_shape(int64_t rows, bool cfg, int64_t frames, int64_t gh, int64_t gw, int64_t caption_tokens);
 
 /// Self-attention of an STDiT3 block: qkv, RMSNorm of q and k per head, RoPE on the temporal
 /// blocks, softmax attention (fp32 softmax), proj. Works on sequences [R, L, C] (a frame's tokens
@@ -115,6 +113,8 @@ TORCH_MODULE(STDiT3MLP);
 
 /// Per-call state the blocks share: sizes, modulation, captions, RoPE angles.
 struct STDiT3BlockContext {
+  const BackboneInfo* info = nullptr;  ///< the model's descriptor (run_block)
+  RunShape shape;            ///< B rows of T x gh x gw patch tokens, L caption tokens
   int64_t batch = 0, frames = 0, tokens = 0;  ///< B, T, S (spatial tokens per frame)
   at::Tensor t_mlp;          ///< [B, 6C] t_block output of (timestep + fps)
   at::Tensor t0_mlp;         ///< [B, 6C] the same for timestep 0 (x_mask only)
@@ -133,6 +133,8 @@ class STDiT3BlockImpl : public torch::nn::Module {
   /// x [B, T*S, C] (frame-major tokens) -> [B, T*S, C]; with a cache context every module runs
   /// through it and the block reports its FLOPs.
   at::Tensor forward(const at::Tensor& x, const STDiT3BlockContext& ctx, CacheContext* cache = nullptr, int layer = 0);
+  /// The block's three module sites through `sites` (cached or direct).
+  at::Tensor forward_sites(const at::Tensor& x, const STDiT3BlockContext& ctx, BlockRunner& sites);
 
   at::Tensor scale_shift_table;  ///< [6, C]: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
   STDiT3Attention attn{nullptr};
@@ -149,20 +151,28 @@ class STDiT3BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(STDiT3Block);
 
+/// STDiT3's family descriptor: a spatial then a temporal block per layer, each with sites
+/// self-attention, cross-attention and MLP, steps numbered up, FLOPs from stdit3_block_flops,
+/// ToCa's OpenSora profile.
+BackboneInfo backbone_info(const STDiT3Config& config);
+
 /// The STDiT3 backbone.
-class STDiT3Impl : public torch::nn::Module {
+class STDiT3Impl : public torch::nn::Module, public Backbone {
  public:
   explicit STDiT3Impl(const STDiT3Config& config);
 
   /// One forward pass -> [B, out_channels, T, h, w] (float32; channels 0..Cin-1 are the velocity).
   /// Odd h or w are zero-padded for patching and the output cropped back. Throws
   /// Error(kShapeMismatch) naming the input whose shape does not fit. With a cache context every
-  /// block runs through it (the caller brackets the call with begin_step / end_step).
-  at::Tensor forward(const STDiT3Inputs& in, CacheContext* cache = nullptr);
+  /// block runs through it (the caller, a StepDriver, brackets the call with begin_step / end_step).
+  /// Inputs STDiT3 does not read (resolution, aspect_ratio) are refused.
+  at::Tensor forward(const STDiT3Inputs& in, CacheContext* cache = nullptr) override;
+  RunShape run_shape(const BackboneInputs& inputs) const override;
+  const BackboneInfo& info() const override { return info_; }
 
   /// Loads a released `model.safetensors` (or a ditcache-written file) strictly, after checking
   /// the file's architecture against this config (names the differing field).
-  void load(const WeightFile& file);
+  void load(const WeightFile& file) override;
 
   /// The null caption [model_max_length, caption_channels] (`y_embedder.y_embedding`).
   const at::Tensor& null_caption() const { return y_embedding; }
@@ -178,6 +188,7 @@ class STDiT3Impl : public torch::nn::Module {
 
  private:
   STDiT3Config config_;
+  BackboneInfo info_;
 };
 TORCH_MODULE(STDiT3);
 
@@ -191,24 +202,10 @@ at::Tensor rope_angles(const at::Tensor& freqs, int64_t length);
 /// Rotates adjacent channel pairs of x [..., L, D] by `angles` [L, D] (rotary-embedding-torch layout).
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& angles);
 
-/// What a cache policy is told about an STDiT3 run: `rows` model rows (CFG halves included),
-/// tokens per row T*S over a T x (gh*gw) grid.
-RunInfo stdit3_run_info(const STDiT3Config& config, int64_t rows, bool cfg, int64_t frames, int64_t gh, int64_t gw,
-                        int num_steps, const std::string& sampler);
-
 /// FLOPs of one STDiT3 block for `rows` rows of T frames x S tokens with `caption_tokens` text
 /// tokens, when the self-attention computed `attn_queries`, the cross-attention `cross_queries`
 /// and the MLP `mlp_tokens` tokens per row (0 = reused).
 double stdit3_block_flops(const STDiT3Config& config, BlockKind kind, int64_t rows, int64_t frames, int64_t tokens,
                           int64_t caption_tokens, int64_t attn_queries, int64_t cross_queries, int64_t mlp_tokens);
-
-/// FLOPs-only (dry) count of one STDiT3 step: walks the spatial then the temporal block of every
-/// layer through `cache.decide_dry` (self-attention, cross-attention, MLP per block; one kBlock
-/// site per block when the policy uses block sites) and adds stdit3_block_flops of what a real
-/// forward would run; a kReuseOutput step adds 0 of the full cost. `rows` model rows, `frames` x
-/// (`gh` x `gw`) tokens, `caption_tokens` caption length L. Call between begin_step and end_step
-/// of a context in dry mode.
-void count_stdit3_step_flops(const STDiT3Config& config, CacheContext& cache, int64_t rows, int64_t frames, int64_t gh,
-                             int64_t gw, int64_t caption_tokens);
 
 }  // namespace ditcache

@@ -2,7 +2,6 @@
 // Acceleration", 2024): reuse whole outputs, recompute everything every `interval` steps.
 #include <fmt/format.h>
 
-#include "cache/policies/builtin.h"
 #include "ditcache/cache/policies.h"
 #include "ditcache/error.h"
 

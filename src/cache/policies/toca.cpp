@@ -1,8 +1,7 @@
-// ToCa as the official code runs it (toca.md §2.2-§3.5): DiT (force-activation schedule counting
-// down, the ToCa-ddim50 / ToCa-ddpm250 ratio schedules, s1 + λ3·s3 + s4), PixArt-α (the schedule
-// counting up, its 'ToCa' ratios for cross-attention and MLP, s2 + λ3·s3 + s4 with the s2 rows of
-// partially recomputed cross-attention tokens refreshed), OpenSora's STDiT3 (fixed per-module
-// cycles, s2 + λ3·s3; the same s2 as PixArt's), and the `random` baseline with the same schedules.
+// The ToCa policy as the official code runs it (toca.md §2-§3), for any model family that provides
+// a ToCaProfile (its schedule and paper settings; DiT, PixArt-α and STDiT3 do, in their folders):
+// forced-activation schedules (full or partial blocks, re-evaluated per block) or fixed per-module
+// cycles, s1 or s2 + λ3·s3 + s4, and the `random` baseline with the same schedules.
 #include <cmath>
 #include <optional>
 
@@ -10,7 +9,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
-#include "cache/policies/builtin.h"
+#include "cache/policies/toca_scores.h"
 #include "ditcache/cache/policies.h"
 #include "ditcache/cache/toca.h"
 #include "ditcache/error.h"
@@ -20,9 +19,7 @@ namespace ditcache {
 void ToCaConfig::validate() const {
   auto fail = [](const std::string& m) { throw Error(ErrorCode::kInvalidArgument, "toca: " + m); };
   if (!(ratio == kAuto || (ratio >= 0 && ratio <= 1))) fail(fmt::format("ratio={} is out of range [0, 1]", ratio));
-  if (schedule != "auto" && schedule != "ddim50" && schedule != "ddpm250" && schedule != "pixart" && schedule != "opensora") {
-    fail(fmt::format("schedule='{}' is not one of auto, ddim50, ddpm250, pixart, opensora", schedule));
-  }
+  if (schedule.empty()) fail("schedule is empty; name one of the model's schedules or auto");
   if (interval < 0) fail(fmt::format("interval={} must be >= 1 (or 0 for the schedule's value)", interval));
   if (mode != "reference" && mode != "clean") fail(fmt::format("mode='{}' is not one of reference, clean", mode));
   if (!(staleness_weight >= 0)) fail(fmt::format("weight={} must be >= 0", staleness_weight));
@@ -31,175 +28,26 @@ void ToCaConfig::validate() const {
   if (score != "attention" && score != "random") fail(fmt::format("score='{}' is not one of attention, random", score));
 }
 
-namespace toca {
-
-double force_interval(int step, int num_steps, int interval, double ratio) {
-  const double w = ratio == 0 ? 0.0 : 0.4;
-  // torch.tensor(python float) is float32; N / tensor and torch.round stay in float32.
-  const float factor = static_cast<float>(1 + w - 2 * w * step / num_steps);
-  const float quotient = static_cast<float>(interval) / factor;
-  double threshold = std::nearbyint(quotient);  // round half to even (default rounding mode)
-  const int lo = static_cast<int>(num_steps * 0.2), hi = static_cast<int>(num_steps * 0.4);
-  if (step >= lo && step < hi && ratio != 0) threshold = 2;
-  return threshold;
-}
-
-double fresh_ratio(const std::string& schedule, double r0, int step, int num_steps, int layer, int last_layer, SiteKind module) {
-  double step_weight = 0, layer_weight = 0;
-  if (schedule == "ddim50") {
-    step_weight = 2.0;
-    layer_weight = -0.2;
-  } else if (schedule == "ddpm250") {
-    step_weight = 0.4;
-    layer_weight = 0.8;
-  } else {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: unknown ratio schedule '{}'", schedule));
+const ToCaProfile::Schedule* ToCaProfile::find(const std::string& name) const {
+  for (const auto& s : schedules) {
+    if (s.name == name) return &s;
   }
-  const double step_factor = 1 + step_weight - 2 * step_weight * step / num_steps;
-  const double layer_factor = 1 + layer_weight - 2 * layer_weight * (last_layer > 0 ? static_cast<double>(layer) / last_layer : 0.0);
-  // module weight 2.5, module time weight 0.6: attention 1 - 0.4 * 2.5 = 0 (never partial), MLP 2.5.
-  const double module_weight = 2.5, module_time_weight = 0.6;
-  const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
-                                                        : 1 - (1 - module_time_weight) * module_weight;
-  return r0 * layer_factor * step_factor * module_factor;
+  return nullptr;
 }
 
-double pixart_force_interval(int step, int num_steps, int interval, double ratio) {
-  const double w = ratio == 0 ? 0.0 : 0.2;
-  // Same float32 arithmetic as DiT's force_scheduler, with the opposite sign of the step term.
-  const float factor = static_cast<float>(1 - w + 2 * w * step / num_steps);
-  const float quotient = static_cast<float>(interval) / factor;
-  return std::nearbyint(quotient);  // round half to even
+std::string ToCaProfile::schedule_names() const {
+  std::string names;
+  for (const auto& s : schedules) names += (names.empty() ? "" : ", ") + s.name;
+  return names;
 }
-
-double pixart_fresh_ratio(double r0, int step, int num_steps, int layer, int last_layer, SiteKind module) {
-  // The official expression order (Python doubles): step weight -0.9, layer weight 0.6.
-  const double step_weight = -0.9, layer_weight = 0.6;
-  const double step_factor = 1 - step_weight + 2 * step_weight * step / num_steps;
-  const double layer_factor = 1 + layer_weight - 2 * layer_weight * (last_layer > 0 ? static_cast<double>(layer) / last_layer : 0.0);
-  // module weight 1.0, module time weight 0.6: cross-attention 1 - 0.4 = 0.6, MLP 1 + 0.6 = 1.6.
-  const double module_weight = 1.0, module_time_weight = 0.6;
-  const double module_factor = module == SiteKind::kCrossAttention ? 1 - (1 - module_time_weight) * module_weight
-                                                                   : 1 + module_time_weight * module_weight;
-  return r0 * layer_factor * step_factor * module_factor;
-}
-
-double video_fresh_ratio(double r0, SiteKind module) {
-  const double module_weight = 1.5, module_time_weight = 0.33;
-  const double module_factor = module == SiteKind::kMLP ? 1 + module_time_weight * module_weight
-                                                        : 1 - (1 - module_time_weight) * module_weight;
-  return r0 * module_factor;
-}
-
-bool video_full_step(int step, SiteKind module) {
-  const int cycle = module == SiteKind::kCrossAttention ? 6 : 3;
-  return step <= 2 || step % cycle == 0;
-}
-
-namespace {
-
-// The entropy terms negated, u = sum_l w p log(w p + 1e-7) ([B, n] float32): the policy keeps these
-// and leaves out the negation, which is exact (see entropy_score_of_negated). In place on the
-// temporaries; the input is never written.
-at::Tensor negated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
-  auto p = probabilities.scalar_type() == at::kFloat ? probabilities : probabilities.to(at::kFloat);
-  if (cfg) p = p * 0.5;
-  return p.add(1e-7).log_().mul_(p).sum(-1);  // [B, n]
-}
-
-// concatenated_entropy_score from the negated terms: 1 + (t_c + t_u) = 1 - (u_c + u_u) bit for bit
-// (negating is exact and rounding is symmetric), normalised per row.
-at::Tensor entropy_score_of_negated(const at::Tensor& negated, bool cfg) {
-  at::Tensor s;
-  if (cfg) {
-    const int64_t half = negated.size(0) / 2;
-    s = at::rsub(at::add(negated.narrow(0, 0, half), negated.narrow(0, half, half)), 1);  // [B/2, N]
-  } else {
-    s = at::rsub(negated, 1);
-  }
-  return s.div_(s.norm(2, {1}, true).clamp_min_(1e-12));
-}
-
-}  // namespace
-
-at::Tensor concatenated_entropy_terms(const at::Tensor& probabilities, bool cfg) {
-  // Each half's probabilities sit on its own keys of the concatenated axis, scaled by 0.5 in the
-  // CFG average; padding (probability 0) adds 0 · log(1e-7) = 0.
-  return negated_entropy_terms(probabilities, cfg).neg_();  // [B, n]
-}
-
-at::Tensor concatenated_entropy_score(const at::Tensor& terms, bool cfg) {
-  auto e = terms.scalar_type() == at::kFloat ? terms : terms.to(at::kFloat);
-  at::Tensor s;
-  if (cfg) {
-    const int64_t half = e.size(0) / 2;
-    s = at::add(e.narrow(0, 0, half), e.narrow(0, half, half)).add_(1);  // 1 + e_cond + e_uncond, [B/2, N]
-  } else {
-    s = e.add(1);
-  }
-  return s.div_(s.norm(2, {1}, true).clamp_min_(1e-12));
-}
-
-int64_t fresh_tokens(double ratio, int64_t num_tokens) {
-  float r = static_cast<float>(ratio);
-  r = std::min(std::max(r, 0.0f), 1.0f);
-  return static_cast<int64_t>(r * static_cast<float>(num_tokens));
-}
-
-namespace {
-
-// s4's layout: the token ids of every g x g block of the grid, [blocks, g*g] int64, blocks and their
-// tokens row-major (the reference's reshape / permute order).
-at::Tensor spread_block_order(int64_t grid_h, int64_t grid_w, int g, const at::Device& device) {
-  if (g < 1 || grid_h % g || grid_w % g) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: s4 grid {} does not divide the {}x{} token grid", g, grid_h, grid_w));
-  }
-  return at::arange(grid_h * grid_w, at::TensorOptions().dtype(at::kLong).device(device))
-      .view({grid_h / g, g, grid_w / g, g})
-      .permute({0, 2, 1, 3})
-      .reshape({(grid_h / g) * (grid_w / g), g * g});  // [blocks, g*g]
-}
-
-// s4 in place on a score [B, N] that nothing else holds, with the block layout as spread_block_order
-// gives it, flat ([N]) and expanded over the rows ([B, blocks, g*g]): index_select, max, gather,
-// one scatter.
-void add_spread_bonus_(at::Tensor& score, const at::Tensor& order_flat, const at::Tensor& order_rows, double beta) {
-  const int64_t B = score.size(0), N = score.size(1), blocks = order_rows.size(1), per_block = order_rows.size(2);
-  auto values = score.index_select(1, order_flat).view({B, blocks, per_block});  // [B, blocks, g*g]
-  auto [best, where] = values.max(-1, true);                                     // [B, blocks, 1]: first maximum
-  auto token = order_rows.gather(-1, where);                                     // its token
-  // The reference's value there: best + (1 · best) · β; every other token keeps its score.
-  auto boosted = best + best * beta;
-  score.view({B, N, 1}).scatter_(1, token, boosted);
-}
-
-}  // namespace
-
-at::Tensor spread_bonus(const at::Tensor& score, int64_t grid_h, int64_t grid_w, int g, double beta) {
-  if (grid_h % g || grid_w % g || score.size(1) != grid_h * grid_w) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("toca: s4 grid {} does not divide the {}x{} token grid ({} tokens)",
-                                                         g, grid_h, grid_w, score.size(1)));
-  }
-  auto out = score.clone(at::MemoryFormat::Contiguous);
-  const auto order = spread_block_order(grid_h, grid_w, g, score.device());
-  add_spread_bonus_(out, order.view({-1}), order.expand({score.size(0), order.size(0), order.size(1)}), beta);
-  return out;  // [B, N]
-}
-
-at::Tensor attention_score(const at::Tensor& column_sums) {
-  auto s = column_sums.scalar_type() == at::kFloat ? column_sums : column_sums.to(at::kFloat);
-  return s / s.norm(2, {1}, true).clamp_min_(1e-12);
-}
-
-at::Tensor select_top(const at::Tensor& score, int64_t k) {
-  return score.argsort(1, true).narrow(1, 0, k);  // [B, k]
-}
-
-}  // namespace toca
 
 namespace detail {
 
 namespace {
+
+bool contains(const std::vector<SiteKind>& kinds, SiteKind kind) {
+  return std::find(kinds.begin(), kinds.end(), kind) != kinds.end();
+}
 
 class ToCaPolicy final : public CachePolicy {
  public:
@@ -217,64 +65,54 @@ class ToCaPolicy final : public CachePolicy {
   }
 
   void begin_run(const RunInfo& run) override {
-    if (run.depth < 1 || run.num_steps < 1 || run.num_tokens < 1 || run.batch < 1 || run.grid_h * run.grid_w != run.num_tokens) {
+    if (run.depth < 1 || run.num_steps < 1 || run.num_tokens < 1 || run.batch < 1 || run.grid_h * run.grid_w != run.num_tokens ||
+        run.site_kinds.empty()) {
       throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("{}: run of model '{}' needs depth, steps, rows and tokens >= 1 and a grid_h x grid_w token grid; "
-                              "got depth {}, {} steps, {} rows, {} tokens on a {}x{} grid", name_, run.model, run.depth,
+                  fmt::format("{}: run of model '{}' needs depth, steps, rows and tokens >= 1, module sites and a grid_h x grid_w "
+                              "token grid; got depth {}, {} steps, {} rows, {} tokens on a {}x{} grid", name_, run.model, run.depth,
                               run.num_steps, run.batch, run.num_tokens, run.grid_h, run.grid_w));
     }
-    run_ = run;
-    auto resolve = [&](double value, double model_value) { return value == ToCaConfig::kAuto ? model_value : value; };
-    int model_grid = 2;
-    if (run.model == "DiT") {
-      model_ = Model::kDiT;
-      if (config_.schedule == "opensora" || config_.schedule == "pixart") {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; DiT uses ddim50 or ddpm250", name_,
-                                                             config_.schedule, schedule_owner(config_.schedule)));
-      }
-      schedule_ = config_.schedule != "auto" ? config_.schedule : run.sampler == "ddim" ? "ddim50" : "ddpm250";
-      interval_ = config_.interval > 0 ? config_.interval : schedule_ == "ddim50" ? 3 : 4;
-      ratio_ = resolve(config_.ratio, 0.07);
-      bonus_ = resolve(config_.spread_bonus, 0.6);
-    } else if (run.model == "PixArt") {
-      // PixArt-alpha-ToCa: --fresh_threshold 3, --fresh_ratio 0.30, s4 local_selection_with_bonus(0.4, 4).
-      model_ = Model::kPixArt;
-      if (config_.schedule != "auto" && config_.schedule != "pixart") {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; PixArt runs the pixart schedule (or auto)", name_,
-                                                             config_.schedule, schedule_owner(config_.schedule)));
-      }
-      schedule_ = "pixart";
-      interval_ = config_.interval > 0 ? config_.interval : 3;
-      ratio_ = resolve(config_.ratio, 0.30);
-      bonus_ = resolve(config_.spread_bonus, 0.4);
-      model_grid = 4;
-      if (run.step_index_counts_down) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: PixArt steps count up", name_));
-    } else if (run.model == "STDiT3") {
-      model_ = Model::kVideo;
-      if (config_.schedule != "auto" && config_.schedule != "opensora") {
-        throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is {}; STDiT3 runs the opensora schedule", name_,
-                                                             config_.schedule, schedule_owner(config_.schedule)));
-      }
-      schedule_ = "opensora";
-      interval_ = config_.interval > 0 ? config_.interval : 3;
-      ratio_ = resolve(config_.ratio, 0.10);
-      bonus_ = resolve(config_.spread_bonus, 0.0);
-      if (bonus_ > 0) {
-        throw Error(ErrorCode::kUnsupported, fmt::format("{}: bonus={}: the s4 spatial bonus is off for STDiT3 (the reference "
-                                                         "disables it for video); use bonus=0 or leave it auto", name_, bonus_));
-      }
-      if (run.step_index_counts_down) throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: STDiT3 steps count up", name_));
-    } else {
-      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' is not supported (DiT, PixArt and STDiT3 are)", name_, run.model));
+    if (!run.toca) {
+      throw Error(ErrorCode::kUnsupported, fmt::format("{}: model '{}' has no ToCa profile (its BackboneInfo::toca; "
+                                                       "docs/adding-a-model.md)", name_, run.model));
     }
-    grid_ = config_.spread_grid == ToCaConfig::kAutoGrid ? model_grid : config_.spread_grid;
+    run_ = run;
+    profile_ = run.toca;
+    const auto& p = *profile_;
+    const std::string schedule = config_.schedule != "auto" ? config_.schedule
+                                 : p.auto_schedule     ? p.auto_schedule(run.sampler)
+                                 : p.schedules.empty() ? std::string()
+                                                       : p.schedules.front().name;
+    schedule_ = p.find(schedule);
+    if (!schedule_) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: schedule={} is not one of {}'s: {} (or auto)", name_, schedule,
+                                                           run.model, p.schedule_names()));
+    }
+    if (!schedule_->fresh_ratio || !schedule_->force_interval == !schedule_->full_step) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}'s schedule '{}' needs a fresh_ratio and exactly one of "
+                                                           "force_interval and full_step", name_, run.model, schedule));
+    }
+    if (run.step_index_counts_down != p.step_index_counts_down) {
+      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}'s ToCa schedule numbers steps {}, the run numbers them {}",
+                                                           name_, run.model, p.step_index_counts_down ? "down" : "up",
+                                                           run.step_index_counts_down ? "down" : "up"));
+    }
+    auto resolve = [&](double value, double family_value) { return value == ToCaConfig::kAuto ? family_value : value; };
+    interval_ = config_.interval > 0 ? config_.interval : schedule_->interval;
+    ratio_ = resolve(config_.ratio, p.ratio);
+    bonus_ = resolve(config_.spread_bonus, p.bonus);
+    if (bonus_ > 0 && !p.bonus_supported) {
+      throw Error(ErrorCode::kUnsupported, fmt::format("{}: bonus={}: the s4 spatial bonus is off for {} (its reference code "
+                                                       "disables it); use bonus=0 or leave it auto", name_, bonus_, run.model));
+    }
+    grid_ = config_.spread_grid == ToCaConfig::kAutoGrid ? p.grid : config_.spread_grid;
     if (bonus_ > 0 && (run.grid_h % grid_ || run.grid_w % grid_)) {
       throw Error(ErrorCode::kInvalidArgument,
                   fmt::format("{}: s4 grid {} does not divide the {}x{} token grid; pick a grid that divides it or bonus=0", name_,
                               grid_, run.grid_h, run.grid_w));
     }
     threshold_ = interval_;
-    scores_.assign(static_cast<size_t>(run.depth) * (model_ == Model::kVideo ? 2 : 1), at::Tensor());
+    scores_.assign(static_cast<size_t>(run.depth) * static_cast<size_t>(run.block_kinds), at::Tensor());
     s2_.assign(scores_.size(), at::Tensor());
     block_order_ = block_order_rows_ = at::Tensor();
     generator_ = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
@@ -283,7 +121,7 @@ class ToCaPolicy final : public CachePolicy {
   StepMode begin_step(const StepInfo& step) override {
     step_ = step;
     first_ = step.position == 0;
-    if (config_.mode == "clean") {  // one decision per step, taken as the reference takes it at layer 0
+    if (config_.mode == "clean" && forced()) {  // one decision per step, taken as the reference takes it at layer 0
       step_full_ = full_now();
       if (step_full_) threshold_ = force_interval();
     }
@@ -292,53 +130,40 @@ class ToCaPolicy final : public CachePolicy {
 
   SiteDecision decide(const SiteState& state, bool dry) override {
     const Site& site = state.site;
-    if (model_ == Model::kVideo) return decide_video(state, dry);
+    const auto& p = *profile_;
     SiteDecision d;
-    if (site.kind == SiteKind::kSelfAttention) {
-      if (config_.mode == "reference") {
-        // Full or partial is decided at every block; the interval is updated at a full block
-        // (force_init; it depends on the step only, so layer 0 sets it for the step), so later
-        // blocks of the same step may disagree with layer 0 ("mixed step").
-        block_full_ = full_now();
-        if (block_full_ && site.layer == 0) threshold_ = force_interval();
-      } else {
-        block_full_ = step_full_;
-      }
-      d.action = block_full_ ? Action::kCompute : Action::kReuse;  // attention is reused whole at partial steps
-      d.attention_stats = block_full_ && model_ == Model::kDiT && config_.score == "attention" && !dry;  // s1 (DiT only)
-      return d;
-    }
-    const bool cross_stats = model_ == Model::kPixArt && site.kind == SiteKind::kCrossAttention && config_.score == "attention" && !dry;
-    if (block_full_) {
-      d.attention_stats = cross_stats;  // PixArt's s2 from the whole cross-attention map
+    if (full(site)) {
+      d.attention_stats = site.kind == p.score_site && config_.score == "attention" && !dry;  // s1 or s2 from the whole map
       return d;  // compute
     }
+    if (contains(p.reused_whole, site.kind)) {
+      d.action = Action::kReuse;
+      return d;
+    }
     d.action = Action::kPartial;
-    const double r = model_ == Model::kPixArt
-                         ? toca::pixart_fresh_ratio(ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind)
-                         : toca::fresh_ratio(schedule_, ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind);
-    d.tokens = toca::fresh_tokens(r, run_.num_tokens);
+    d.tokens = toca::fresh_tokens(schedule_->fresh_ratio(ratio_, step_.index, run_.num_steps, site.layer, run_.depth - 1, site.kind),
+                                  run_.num_tokens);
     if (dry || d.tokens == 0) return d;
     d.indices = toca::select_top(score(state), d.tokens);
-    d.attention_stats = cross_stats;  // the recomputed rows of the map (update_cache)
+    // The recomputed rows of the map (PixArt's update_cache).
+    d.attention_stats = p.refresh_partial_rows && site.kind == p.score_site && config_.score == "attention";
     return d;
   }
 
   void observe_attention(const Site& site, const at::Tensor& stats) override {
-    // DiT: s1 from the self-attention column sums; PixArt and STDiT3: the entropy terms of every
-    // token, kept negated (s2 is formed when a score is needed). Both official codes compute s2 the same way: the
-    // rows' valid caption tokens on one concatenated key axis (block-diagonal mask), so the CFG
-    // halves average over disjoint keys.
+    // s1: the self-attention column sums; s2: the entropy terms of every token, kept negated (s2 is
+    // formed when a score is needed). Both official codes compute s2 the same way: the rows' valid
+    // caption tokens on one concatenated key axis (block-diagonal mask), so the CFG halves average
+    // over disjoint keys.
     const size_t i = score_slot(site);
-    scores_.at(i) = model_ == Model::kDiT ? toca::attention_score(stats) : toca::negated_entropy_terms(stats, run_.cfg);
+    scores_.at(i) = s1() ? toca::attention_score(stats) : toca::negated_entropy_terms(stats, run_.cfg);
     s2_.at(i) = at::Tensor();
   }
 
   void observe_attention_rows(const Site& site, const at::Tensor& indices, const at::Tensor& stats) override {
-    // PixArt's update_cache scatters the recomputed tokens' rows into the stored cross-attention
-    // map; their entropy terms are exactly what changes. [B, k] into [B, N]. (OpenSora's does the
-    // same, but its cross-attention ratio is negative: no rows are ever recomputed, none asked.)
-    if (model_ != Model::kPixArt || site.kind != SiteKind::kCrossAttention) return;
+    // update_cache scatters the recomputed tokens' rows into the stored cross-attention map; their
+    // entropy terms are exactly what changes. [B, k] into [B, N].
+    if (!profile_->refresh_partial_rows || site.kind != profile_->score_site || s1()) return;
     const size_t i = score_slot(site);
     auto& slot = scores_.at(i);
     if (!slot.defined()) return;
@@ -352,43 +177,31 @@ class ToCaPolicy final : public CachePolicy {
   }
 
  private:
-  enum class Model { kDiT, kPixArt, kVideo };
+  bool forced() const { return static_cast<bool>(schedule_->force_interval); }
+  bool s1() const { return profile_->score_site == SiteKind::kSelfAttention; }
 
-  static const char* schedule_owner(const std::string& schedule) {
-    return schedule == "pixart" ? "PixArt's" : schedule == "opensora" ? "STDiT3's (OpenSora)" : "DiT's";
-  }
+  double force_interval() const { return schedule_->force_interval(step_.index, run_.num_steps, interval_, ratio_); }
 
-  double force_interval() const {
-    return model_ == Model::kPixArt ? toca::pixart_force_interval(step_.index, run_.num_steps, interval_, ratio_)
-                                    : toca::force_interval(step_.index, run_.num_steps, interval_, ratio_);
-  }
-
-  // OpenSora (toca.md §2.2, §2.3): fixed per-module cycles with steps 0-2 full; self-attention
-  // reused whole between, cross-attention too (its ratio is negative, so 0 tokens, but ages still
-  // advance), the MLP recomputes r0 * 1.495 of the tokens ranked by s2 + λ3 * s3.
-  SiteDecision decide_video(const SiteState& state, bool dry) {
-    const Site& site = state.site;
-    SiteDecision d;
-    if (toca::video_full_step(step_.index, site.kind)) {
-      d.attention_stats = site.kind == SiteKind::kCrossAttention && config_.score == "attention" && !dry;
-      return d;  // compute
+  // Whether a site is computed whole. Fixed cycles: per site kind and step. Forced activation: per
+  // block, decided at its first site; in mode=reference at every block, the interval updated at a
+  // full block (force_init; it depends on the step only, so layer 0 sets it for the step), so later
+  // blocks of the same step may disagree with layer 0 ("mixed step").
+  bool full(const Site& site) {
+    if (!forced()) return schedule_->full_step(step_.index, site.kind);
+    if (site.kind == run_.site_kinds.front()) {
+      if (config_.mode == "reference") {
+        block_full_ = full_now();
+        if (block_full_ && site.layer == 0) threshold_ = force_interval();
+      } else {
+        block_full_ = step_full_;
+      }
     }
-    if (site.kind == SiteKind::kSelfAttention) {
-      d.action = Action::kReuse;
-      return d;
-    }
-    d.action = Action::kPartial;
-    d.tokens = toca::fresh_tokens(toca::video_fresh_ratio(ratio_, site.kind), run_.num_tokens);
-    if (dry || d.tokens == 0) return d;
-    d.indices = toca::select_top(score(state), d.tokens);
-    return d;
+    return block_full_;
   }
 
-  // DiT: one s1 per layer; PixArt: one set of entropy terms per layer (read by its cross-attention
-  // and MLP); STDiT3: one set per (block kind, layer), read by that block's MLP.
+  // One score per block (layer x block kind): s1, or the entropy terms read by the block's partial sites.
   size_t score_slot(const Site& site) const {
-    return static_cast<size_t>(site.layer) +
-           (model_ == Model::kVideo && site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
+    return static_cast<size_t>(site.layer) + (site.block == BlockKind::kTemporal ? static_cast<size_t>(run_.depth) : 0);
   }
 
   bool full_now() const {
@@ -420,7 +233,7 @@ class ToCaPolicy final : public CachePolicy {
         throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: no attention score for {} (no full step yet)", name_,
                                                              ditcache::to_string(state.site)));
       }
-      if (model_ == Model::kDiT) {
+      if (s1()) {
         base = stored;  // s1, per row
       } else {
         auto& s2 = s2_.at(i);
@@ -447,16 +260,16 @@ class ToCaPolicy final : public CachePolicy {
   std::string name_;
   ToCaConfig config_;
   RunInfo run_;
-  Model model_ = Model::kDiT;
-  std::string schedule_;
+  std::shared_ptr<const ToCaProfile> profile_;
+  const ToCaProfile::Schedule* schedule_ = nullptr;  // in *profile_
   int interval_ = 3;
-  double ratio_ = 0.07, bonus_ = 0.6;  // resolved for the run's model
+  double ratio_ = 0.07, bonus_ = 0.6;  // resolved for the run's family
   int grid_ = 2;
   double threshold_ = 3;
   StepInfo step_;
   bool first_ = true, step_full_ = true, block_full_ = true;
-  std::vector<at::Tensor> scores_;  // per layer (x block kind): DiT's s1, PixArt's / STDiT3's entropy terms negated; [B, N]
-  std::vector<at::Tensor> s2_;      // per slot: s2 from the current terms (PixArt, STDiT3); undefined when stale
+  std::vector<at::Tensor> scores_;  // per layer (x block kind): s1, or the entropy terms negated; [B, N]
+  std::vector<at::Tensor> s2_;      // per slot: s2 from the current terms; undefined when stale
   at::Tensor block_order_, block_order_rows_;  // s4: the tokens of every g x g block, [N] and [B, blocks, g*g] int64
   at::Generator generator_;
 };
@@ -465,7 +278,7 @@ ToCaConfig read_toca(OptionReader& r, bool random) {
   ToCaConfig c;
   c.ratio = r.number_or_auto("ratio", c.ratio, 0, 1);
   c.interval = static_cast<int>(r.integer("interval", c.interval, 0, 1000));
-  c.schedule = r.choice("schedule", c.schedule, {"auto", "ddim50", "ddpm250", "pixart", "opensora"});
+  c.schedule = r.text("schedule", c.schedule);  // the run's family checks the name
   c.mode = r.choice("mode", c.mode, {"reference", "clean"});
   c.staleness_weight = r.number("weight", c.staleness_weight, 0, 1e6);
   c.spread_bonus = r.number_or_auto("bonus", c.spread_bonus, 0, 1e6);
