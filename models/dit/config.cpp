@@ -125,9 +125,9 @@ namespace {
 struct Layout { std::string prefix; bool diffusers; };
 
 Layout detect_layout(const WeightFile& file) {
-  for (const char* prefix : {"", "ema.", "model.", "state_dict.", "module."}) {
-    if (file.contains(std::string(prefix) + "x_embedder.proj.weight")) return {prefix, false};
-    if (file.contains(std::string(prefix) + "pos_embed.proj.weight")) return {prefix, true};
+  for (const auto& prefix : checkpoint_prefixes()) {
+    if (file.contains(prefix + "x_embedder.proj.weight")) return {prefix, false};
+    if (file.contains(prefix + "pos_embed.proj.weight")) return {prefix, true};
   }
   throw Error(ErrorCode::kFormat,
               fmt::format("{}: not a DiT checkpoint (neither 'x_embedder.proj.weight' (original) nor "

@@ -132,8 +132,7 @@ PixArtConfig PixArtConfig::from_json_file(const std::string& path) {
 
 // ---------------------------------------------------------------------------------------------
 PixArtCheckpoint detect_pixart_checkpoint(const WeightFile& file) {
-  for (const char* prefix : {"", "state_dict.", "ema.", "model.", "module."}) {
-    const std::string p = prefix;
+  for (const auto& p : checkpoint_prefixes()) {
     if (file.contains(p + "x_embedder.proj.weight") && file.contains(p + "t_block.1.weight") &&
         file.contains(p + "blocks.0.cross_attn.q_linear.weight")) {
       return {PixArtLayout::kOriginal, p};
