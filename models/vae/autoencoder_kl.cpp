@@ -17,6 +17,7 @@
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
 #include "io/json_config.h"
+#include "io/strings.h"
 #include "nn/attention.h"
 
 namespace ditcache {
@@ -337,27 +338,6 @@ class VAEDecoderStackImpl : public torch::nn::Module {
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> parts;
-  std::string cur;
-  for (char ch : s) {
-    if (ch == '.') {
-      parts.push_back(cur);
-      cur.clear();
-    } else {
-      cur.push_back(ch);
-    }
-  }
-  parts.push_back(cur);
-  return parts;
-}
-
-std::string join(const std::vector<std::string>& parts, size_t from) {
-  std::string s;
-  for (size_t i = from; i < parts.size(); ++i) s += (i > from ? "." : "") + parts[i];
-  return s;
-}
-
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 /// A module key's name in a file of the given naming (without the file's prefix); `reshape`
@@ -369,7 +349,7 @@ struct FileKey {
 
 FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_blocks) {
   if (naming == VAENaming::kDiffusers || !starts_with(module_key, "decoder.")) return {module_key, false};
-  auto p = split(module_key);  // decoder.<...>
+  const auto p = io_detail::split(module_key, '.');  // decoder.<...>
   if (naming == VAENaming::kDiffusersDeprecated) {
     // decoder.mid_block.attentions.0.{to_q,to_k,to_v,to_out.0}.{weight,bias}
     if (p.size() >= 6 && p[1] == "mid_block" && p[2] == "attentions") {
@@ -383,7 +363,7 @@ FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_bloc
   }
   // LDM/CompVis.
   auto resnet_tail = [&](size_t from) {
-    std::string t = join(p, from);
+    std::string t = io_detail::join(p, '.', from);
     if (starts_with(t, "conv_shortcut.")) t = "nin_shortcut." + t.substr(std::string("conv_shortcut.").size());
     return t;
   };
@@ -402,7 +382,7 @@ FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_bloc
   if (p[1] == "up_blocks" && p.size() >= 6) {
     const std::string level = std::to_string(n_blocks - 1 - std::stoll(p[2]));
     if (p[3] == "resnets") return {"decoder.up." + level + ".block." + p[4] + "." + resnet_tail(5), false};
-    if (p[3] == "upsamplers") return {"decoder.up." + level + ".upsample." + join(p, 5), false};
+    if (p[3] == "upsamplers") return {"decoder.up." + level + ".upsample." + io_detail::join(p, '.', 5), false};
   }
   return {module_key, false};
 }
