@@ -1,8 +1,6 @@
 // DiT configs: presets (models.md §1.1), JSON files, detection from checkpoint shapes, and the
 // original / diffusers checkpoint layouts (models.md §1.4).
 #include <cmath>
-#include <map>
-#include <set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -12,9 +10,7 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/dit.h"
-
-#include <fstream>
-#include <sstream>
+#include "io/json_config.h"
 
 namespace ditcache {
 
@@ -88,60 +84,31 @@ DiTConfig DiTConfig::preset(const std::string& name) {
 }
 
 DiTConfig DiTConfig::from_json(const std::string& json_text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kFormat, fmt::format("{}: not valid JSON ({})", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, fmt::format("{}: expected a JSON object of DiT config fields", source));
+  io_detail::JsonConfig json(json_text, source, "DiT");
   DiTConfig c;
   c.name = "custom";
-  static const std::set<std::string> kKnown = {"name", "depth", "hidden_size", "num_heads", "patch_size", "input_size",
-                                               "in_channels", "learn_sigma", "num_classes", "mlp_ratio", "numerics"};
-  for (const auto& [key, value] : j.items()) {
-    if (!kKnown.count(key)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("{}: unknown DiT config field '{}'; known: {}", source, key, fmt::join(kKnown, ", ")));
-    }
-    auto type_error = [&](const char* expected) {
-      return Error(ErrorCode::kInvalidArgument,
-                   fmt::format("{}: field '{}' must be {}, found {}", source, key, expected, value.dump()));
-    };
-    if (key == "name") {
-      if (!value.is_string()) throw type_error("a string");
-      c.name = value.get<std::string>();
-    } else if (key == "learn_sigma") {
-      if (!value.is_boolean()) throw type_error("true or false");
-      c.learn_sigma = value.get<bool>();
-    } else if (key == "mlp_ratio") {
-      if (!value.is_number()) throw type_error("a number");
-      c.mlp_ratio = value.get<double>();
-    } else if (key == "numerics") {
-      if (!value.is_string()) throw type_error("\"original\" or \"diffusers\"");
-      c.numerics = parse_dit_numerics(value.get<std::string>());
-    } else {
-      if (!value.is_number_integer()) throw type_error("an integer");
-      const int v = value.get<int>();
-      if (key == "depth") c.depth = v;
-      else if (key == "hidden_size") c.hidden_size = v;
-      else if (key == "num_heads") c.num_heads = v;
-      else if (key == "patch_size") c.patch_size = v;
-      else if (key == "input_size") c.input_size = v;
-      else if (key == "in_channels") c.in_channels = v;
-      else if (key == "num_classes") c.num_classes = v;
-    }
+  json.read("name", c.name);
+  json.read("depth", c.depth);
+  json.read("hidden_size", c.hidden_size);
+  json.read("num_heads", c.num_heads);
+  json.read("patch_size", c.patch_size);
+  json.read("input_size", c.input_size);
+  json.read("in_channels", c.in_channels);
+  json.read("learn_sigma", c.learn_sigma);
+  json.read("num_classes", c.num_classes);
+  json.read("mlp_ratio", c.mlp_ratio);
+  const char* numerics_values = "\"original\" or \"diffusers\"";
+  if (const auto numerics = json.get<std::string>("numerics", numerics_values)) {
+    if (*numerics != "original" && *numerics != "diffusers") json.fail("numerics", numerics_values);
+    c.numerics = parse_dit_numerics(*numerics);
   }
+  json.finish();
   c.validate();
   return c;
 }
 
 DiTConfig DiTConfig::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(ErrorCode::kNotFound, fmt::format("DiT config file '{}' cannot be opened", path));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return from_json(buffer.str(), path);
+  return from_json(io_detail::read_config_file(path, "DiT"), path);
 }
 
 std::string DiTConfig::to_json() const {
@@ -158,9 +125,9 @@ namespace {
 struct Layout { std::string prefix; bool diffusers; };
 
 Layout detect_layout(const WeightFile& file) {
-  for (const char* prefix : {"", "ema.", "model.", "state_dict.", "module."}) {
-    if (file.contains(std::string(prefix) + "x_embedder.proj.weight")) return {prefix, false};
-    if (file.contains(std::string(prefix) + "pos_embed.proj.weight")) return {prefix, true};
+  for (const auto& prefix : checkpoint_prefixes()) {
+    if (file.contains(prefix + "x_embedder.proj.weight")) return {prefix, false};
+    if (file.contains(prefix + "pos_embed.proj.weight")) return {prefix, true};
   }
   throw Error(ErrorCode::kFormat,
               fmt::format("{}: not a DiT checkpoint (neither 'x_embedder.proj.weight' (original) nor "

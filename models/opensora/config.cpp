@@ -1,17 +1,12 @@
 // STDiT3 configs: presets, the reference's config JSON, detection from checkpoint shapes
 // (models.md §3.1, §3.4).
-#include <fstream>
-#include <set>
-#include <sstream>
-
 #include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "ditcache/error.h"
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/stdit3.h"
+#include "io/json_config.h"
 
 namespace ditcache {
 
@@ -49,62 +44,33 @@ STDiT3Config STDiT3Config::preset(const std::string& name) {
 }
 
 STDiT3Config STDiT3Config::from_json(const std::string& json_text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kFormat, fmt::format("{}: not valid JSON ({})", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, fmt::format("{}: expected a JSON object of STDiT3 config fields", source));
-  STDiT3Config c;
-  c.name = "custom";
-  static const std::set<std::string> kFields = {"name", "depth", "hidden_size", "num_heads", "patch_size", "in_channels",
-                                                "pred_sigma", "mlp_ratio", "caption_channels", "model_max_length",
-                                                "qk_norm", "input_sq_size"};
+  io_detail::JsonConfig json(json_text, source, "STDiT3");
   // Fields of the reference that do not change the inference function (kernels, parallelism,
   // training-only switches, Hugging Face bookkeeping).
-  static const std::set<std::string> kIgnored = {
-      "enable_flash_attn", "enable_layernorm_kernel", "enable_sequence_parallelism", "class_dropout_prob", "drop_path",
-      "freeze_y_embedder", "skip_y_embedder", "only_train_temporal", "input_size", "architectures", "auto_map",
-      "model_type", "torch_dtype", "transformers_version", "_name_or_path"};
-  for (const auto& [key, value] : j.items()) {
-    if (kIgnored.count(key)) continue;
-    if (!kFields.count(key)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  fmt::format("{}: unknown STDiT3 config field '{}'; known: {}", source, key, fmt::join(kFields, ", ")));
-    }
-    auto type_error = [&](const char* expected) {
-      return Error(ErrorCode::kInvalidArgument, fmt::format("{}: field '{}' must be {}, found {}", source, key, expected, value.dump()));
-    };
-    if (key == "name") {
-      if (!value.is_string()) throw type_error("a string");
-      c.name = value.get<std::string>();
-    } else if (key == "pred_sigma" || key == "qk_norm") {
-      if (!value.is_boolean()) throw type_error("true or false");
-      (key == "pred_sigma" ? c.pred_sigma : c.qk_norm) = value.get<bool>();
-    } else if (key == "mlp_ratio") {
-      if (!value.is_number()) throw type_error("a number");
-      c.mlp_ratio = value.get<double>();
-    } else if (key == "patch_size") {
-      if (!value.is_array() || value.size() != 3 || !value[0].is_number_integer() || !value[1].is_number_integer() ||
-          !value[2].is_number_integer()) {
-        throw type_error("[t, h, w] integers");
-      }
-      c.patch_t = value[0].get<int>();
-      c.patch_h = value[1].get<int>();
-      c.patch_w = value[2].get<int>();
-    } else {
-      if (!value.is_number_integer()) throw type_error("an integer");
-      const int v = value.get<int>();
-      if (key == "depth") c.depth = v;
-      else if (key == "hidden_size") c.hidden_size = v;
-      else if (key == "num_heads") c.num_heads = v;
-      else if (key == "in_channels") c.in_channels = v;
-      else if (key == "caption_channels") c.caption_channels = v;
-      else if (key == "model_max_length") c.model_max_length = v;
-      else if (key == "input_sq_size") c.input_sq_size = v;
-    }
+  json.ignore({"enable_flash_attn", "enable_layernorm_kernel", "enable_sequence_parallelism", "class_dropout_prob",
+               "drop_path", "freeze_y_embedder", "skip_y_embedder", "only_train_temporal", "input_size", "architectures",
+               "auto_map", "model_type", "torch_dtype", "transformers_version", "_name_or_path"});
+  STDiT3Config c;
+  c.name = "custom";
+  json.read("name", c.name);
+  json.read("depth", c.depth);
+  json.read("hidden_size", c.hidden_size);
+  json.read("num_heads", c.num_heads);
+  const char* patch_expected = "[t, h, w] integers";
+  if (const auto patch = json.get<std::vector<int>>("patch_size", patch_expected)) {
+    if (patch->size() != 3) json.fail("patch_size", patch_expected);
+    c.patch_t = (*patch)[0];
+    c.patch_h = (*patch)[1];
+    c.patch_w = (*patch)[2];
   }
+  json.read("in_channels", c.in_channels);
+  json.read("pred_sigma", c.pred_sigma);
+  json.read("mlp_ratio", c.mlp_ratio);
+  json.read("caption_channels", c.caption_channels);
+  json.read("model_max_length", c.model_max_length);
+  json.read("qk_norm", c.qk_norm);
+  json.read("input_sq_size", c.input_sq_size);
+  json.finish();
   c.validate();
   return c;
 }

@@ -14,7 +14,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
-#include <nlohmann/json.hpp>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -22,6 +21,7 @@
 
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
+#include "io/json_config.h"
 
 namespace ditcache {
 
@@ -179,60 +179,25 @@ void OpenSoraTemporalVAEConfig::validate() const {
 }
 
 OpenSoraTemporalVAEConfig OpenSoraTemporalVAEConfig::from_json_string(const std::string& text, const std::string& origin) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::kFormat, "temporal VAE config " + origin + ": invalid JSON (" + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, "temporal VAE config " + origin + ": expected a JSON object");
-  auto bad = [&](const std::string& key, const std::string& expected) {
-    throw Error(ErrorCode::kInvalidArgument, "temporal VAE config " + origin + ": key '" + key + "': expected " + expected +
-                                                 ", found " + j.at(key).dump());
-  };
-  auto get_int = [&](const std::string& key, int64_t& out) {
-    if (!j.contains(key)) return;
-    const auto& v = j.at(key);
-    if (!v.is_number_integer() || v.get<int64_t>() < 1) bad(key, "a positive integer");
-    out = v.get<int64_t>();
-  };
+  // The reference's VAE_Temporal config: `type` and every other key not read here are ignored.
+  io_detail::JsonConfig json(text, origin, "temporal VAE", io_detail::JsonConfig::Unknown::kIgnore);
   OpenSoraTemporalVAEConfig c = release();
-  get_int("in_out_channels", c.out_channels);
-  get_int("embed_dim", c.latent_channels);
-  get_int("latent_embed_dim", c.latent_embed_dim);
-  get_int("filters", c.filters);
-  get_int("num_res_blocks", c.num_res_blocks);
-  get_int("num_groups", c.num_groups);
-  if (j.contains("channel_multipliers")) {
-    const auto& v = j.at("channel_multipliers");
-    if (!v.is_array() || v.empty()) bad("channel_multipliers", "a non-empty list of positive integers");
-    c.channel_multipliers.clear();
-    for (const auto& e : v) {
-      if (!e.is_number_integer() || e.get<int64_t>() < 1) bad("channel_multipliers", "a non-empty list of positive integers");
-      c.channel_multipliers.push_back(e.get<int64_t>());
-    }
+  json.read_at_least("in_out_channels", c.out_channels, 1);
+  json.read_at_least("embed_dim", c.latent_channels, 1);
+  json.read_at_least("latent_embed_dim", c.latent_embed_dim, 1);
+  json.read_at_least("filters", c.filters, 1);
+  json.read_at_least("num_res_blocks", c.num_res_blocks, 1);
+  json.read_at_least("num_groups", c.num_groups, 1);
+  json.read_list_at_least("channel_multipliers", c.channel_multipliers, 1);
+  json.read("temporal_downsample", c.temporal_downsample);
+  if (const auto act = json.get<std::string>("activation_fn"); act && *act != "swish" && *act != "silu") {
+    json.fail("activation_fn", "\"swish\" (the only activation supported)", ErrorCode::kUnsupported);
   }
-  if (j.contains("temporal_downsample")) {
-    const auto& v = j.at("temporal_downsample");
-    if (!v.is_array()) bad("temporal_downsample", "a list of booleans");
-    c.temporal_downsample.clear();
-    for (const auto& e : v) {
-      if (!e.is_boolean()) bad("temporal_downsample", "a list of booleans");
-      c.temporal_downsample.push_back(e.get<bool>());
-    }
-  }
-  if (j.contains("activation_fn")) {
-    const auto& v = j.at("activation_fn");
-    if (!v.is_string()) bad("activation_fn", "a string");
-    if (v.get<std::string>() != "swish" && v.get<std::string>() != "silu") {
-      throw Error(ErrorCode::kUnsupported, "temporal VAE config " + origin +
-                                               ": key 'activation_fn': only \"swish\" is supported, found " + v.dump());
-    }
-  }
+  json.finish();
   try {
     c.validate();
   } catch (const Error& e) {
-    throw Error(ErrorCode::kInvalidArgument, "temporal VAE config " + origin + ": " + e.message());
+    throw Error(ErrorCode::kInvalidArgument, origin + ": " + e.message());
   }
   return c;
 }

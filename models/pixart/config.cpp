@@ -1,9 +1,7 @@
 // PixArt-α configs: presets (models.md §2.1), diffusers config.json, detection from checkpoint
 // shapes in the original and diffusers layouts (models.md §2.4), and the diffusers key map.
 #include <cmath>
-#include <fstream>
-#include <set>
-#include <sstream>
+#include <functional>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -14,6 +12,7 @@
 #include "ditcache/io/state_dict.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/pixart.h"
+#include "io/json_config.h"
 
 namespace ditcache {
 
@@ -65,118 +64,53 @@ PixArtConfig PixArtConfig::preset(const std::string& name) {
 }
 
 PixArtConfig PixArtConfig::from_json(const std::string& json_text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kFormat, fmt::format("{}: not valid JSON ({})", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, fmt::format("{}: expected a JSON object (a diffusers config.json)", source));
-  // Fields read; fields accepted only at the one value this implementation computes; fields that
-  // do not change inference.
-  static const std::set<std::string> kRead = {"num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
-                                              "num_layers", "sample_size", "patch_size", "interpolation_scale",
-                                              "use_additional_conditions", "caption_channels", "cross_attention_dim",
-                                              "model_max_length"};
-  static const std::set<std::string> kFixed = {"norm_type", "activation_fn", "norm_elementwise_affine", "norm_eps",
-                                               "attention_bias", "attention_type", "num_vector_embeds",
-                                               "only_cross_attention", "double_self_attention", "_class_name"};
-  static const std::set<std::string> kIgnored = {"dropout", "norm_num_groups", "num_embeds_ada_norm", "upcast_attention",
-                                                 "use_linear_projection", "_diffusers_version", "_name_or_path"};
-  auto field_error = [&](const std::string& key, const std::string& expected, const nlohmann::json& value) {
-    return Error(ErrorCode::kInvalidArgument, fmt::format("{}: field '{}' must be {}, found {}", source, key, expected, value.dump()));
-  };
-  int heads = 16, head_dim = 72, out_channels = -1;
-  bool has_additional = false, has_interpolation = false;
+  io_detail::JsonConfig json(json_text, source, "PixArt");
+  // Fields that do not change inference (training switches, diffusers bookkeeping).
+  json.ignore({"dropout", "norm_num_groups", "num_embeds_ada_norm", "upcast_attention", "use_linear_projection",
+               "_diffusers_version", "_name_or_path"});
   PixArtConfig c;
   c.name = "custom";
   c.input_size = 128;  // diffusers' default sample_size
-  int cross_dim = -1;
-  bool has_caption = false;
-  for (const auto& item : j.items()) {
-    const std::string key = item.key();
-    const nlohmann::json& value = item.value();
-    if (kIgnored.count(key)) continue;
-    if (!kRead.count(key) && !kFixed.count(key)) {
-      std::vector<std::string> known(kRead.begin(), kRead.end());
-      known.insert(known.end(), kFixed.begin(), kFixed.end());
-      throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: unknown PixArt config field '{}'; known: {}", source, key, fmt::join(known, ", ")));
-    }
-    auto integer = [&]() {
-      if (!value.is_number_integer()) throw field_error(key, "an integer", value);
-      return value.get<int>();
-    };
-    auto expect = [&](bool ok, const std::string& expected) {
-      if (!ok) throw field_error(key, expected + " (the only value PixArt-α has)", value);
-    };
-    if (key == "num_attention_heads") heads = integer();
-    else if (key == "attention_head_dim") head_dim = integer();
-    else if (key == "in_channels") c.in_channels = integer();
-    else if (key == "num_layers") c.depth = integer();
-    else if (key == "sample_size") c.input_size = integer();
-    else if (key == "patch_size") c.patch_size = integer();
-    else if (key == "model_max_length") c.model_max_length = integer();
-    else if (key == "out_channels") {
-      if (!value.is_null()) out_channels = integer();
-    } else if (key == "cross_attention_dim") {
-      if (!value.is_null()) cross_dim = integer();
-    } else if (key == "caption_channels") {
-      if (value.is_null()) throw field_error(key, "an integer (PixArt projects T5 captions)", value);
-      c.caption_channels = integer();
-      has_caption = true;
-    } else if (key == "interpolation_scale") {
-      if (!value.is_null()) {
-        if (!value.is_number()) throw field_error(key, "a number or null", value);
-        c.lewei_scale = value.get<double>();
-        has_interpolation = true;
-      }
-    } else if (key == "use_additional_conditions") {
-      if (!value.is_null()) {
-        if (!value.is_boolean()) throw field_error(key, "true, false or null", value);
-        c.micro_conditions = value.get<bool>();
-        has_additional = true;
-      }
-    } else if (key == "norm_type") {
-      expect(value == "ada_norm_single", "\"ada_norm_single\"");
-    } else if (key == "activation_fn") {
-      expect(value == "gelu-approximate", "\"gelu-approximate\"");
-    } else if (key == "norm_elementwise_affine") {
-      expect(value == false, "false");
-    } else if (key == "norm_eps") {
-      expect(value.is_number() && std::abs(value.get<double>() - 1e-6) < 1e-12, "1e-6");
-    } else if (key == "attention_bias") {
-      expect(value == true, "true");
-    } else if (key == "attention_type") {
-      expect(value == "default", "\"default\"");
-    } else if (key == "num_vector_embeds") {
-      expect(value.is_null(), "null");
-    } else if (key == "only_cross_attention" || key == "double_self_attention") {
-      expect(value == false, "false");
-    } else if (key == "_class_name") {
-      expect(value == "PixArtTransformer2DModel" || value == "Transformer2DModel", "\"PixArtTransformer2DModel\"");
-    }
-  }
-  if (!has_caption) {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'caption_channels' is missing (PixArt projects T5 captions)", source));
-  }
-  if (heads < 1 || head_dim < 1) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{}: num_attention_heads and attention_head_dim must be >= 1, found {} and {}", source, heads, head_dim));
-  }
+  int heads = 16, head_dim = 72, out_channels = -1, cross_dim = -1;
+  json.read_at_least("num_attention_heads", heads, 1);
+  json.read_at_least("attention_head_dim", head_dim, 1);
+  json.read("in_channels", c.in_channels);
+  json.read("num_layers", c.depth);
+  json.read("sample_size", c.input_size);
+  json.read("patch_size", c.patch_size);
+  json.read("model_max_length", c.model_max_length);
+  json.read_nullable("out_channels", out_channels);
+  json.read_nullable("cross_attention_dim", cross_dim);
+  c.caption_channels = json.require<int>("caption_channels", "PixArt projects T5 captions");
+  const bool has_interpolation = json.read_nullable("interpolation_scale", c.lewei_scale);
+  const bool has_additional = json.read_nullable("use_additional_conditions", c.micro_conditions);
+  // Fields accepted only at the one value this implementation computes.
+  auto only = [&](const char* key, const std::function<bool(const nlohmann::json&)>& ok, const std::string& value) {
+    json.check(key, ok, value + " (the only value PixArt-α has)");
+  };
+  only("norm_type", [](const auto& v) { return v == "ada_norm_single"; }, "\"ada_norm_single\"");
+  only("activation_fn", [](const auto& v) { return v == "gelu-approximate"; }, "\"gelu-approximate\"");
+  only("norm_elementwise_affine", [](const auto& v) { return v == false; }, "false");
+  only("norm_eps", [](const auto& v) { return v.is_number() && std::abs(v.template get<double>() - 1e-6) < 1e-12; }, "1e-6");
+  only("attention_bias", [](const auto& v) { return v == true; }, "true");
+  only("attention_type", [](const auto& v) { return v == "default"; }, "\"default\"");
+  only("num_vector_embeds", [](const auto& v) { return v.is_null(); }, "null");
+  only("only_cross_attention", [](const auto& v) { return v == false; }, "false");
+  only("double_self_attention", [](const auto& v) { return v == false; }, "false");
+  only("_class_name", [](const auto& v) { return v == "PixArtTransformer2DModel" || v == "Transformer2DModel"; },
+       "\"PixArtTransformer2DModel\"");
+  json.finish();
   c.num_heads = heads;
   c.hidden_size = heads * head_dim;
   if (cross_dim >= 0 && cross_dim != c.hidden_size) {
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("{}: field 'cross_attention_dim' is {}, expected the width {} (num_attention_heads x attention_head_dim)",
-                            source, cross_dim, c.hidden_size));
+    json.fail("cross_attention_dim", fmt::format("the width {} (num_attention_heads x attention_head_dim)", c.hidden_size));
   }
   if (out_channels < 0 || out_channels == c.in_channels) {
     c.pred_sigma = false;
   } else if (out_channels == 2 * c.in_channels) {
     c.pred_sigma = true;
   } else {
-    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: field 'out_channels' is {}, expected {} or {} (in_channels, or twice with "
-                                                         "learned sigma)", source, out_channels, c.in_channels, 2 * c.in_channels));
+    json.fail("out_channels", fmt::format("{} or {} (in_channels, or twice with learned sigma)", c.in_channels, 2 * c.in_channels));
   }
   // diffusers' defaults for the two optional switches.
   if (!has_interpolation) c.lewei_scale = std::max(c.input_size / 64, 1);
@@ -193,17 +127,12 @@ PixArtConfig PixArtConfig::from_json(const std::string& json_text, const std::st
 }
 
 PixArtConfig PixArtConfig::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(ErrorCode::kNotFound, fmt::format("PixArt config '{}' cannot be opened", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json(ss.str(), path);
+  return from_json(io_detail::read_config_file(path, "PixArt"), path);
 }
 
 // ---------------------------------------------------------------------------------------------
 PixArtCheckpoint detect_pixart_checkpoint(const WeightFile& file) {
-  for (const char* prefix : {"", "state_dict.", "ema.", "model.", "module."}) {
-    const std::string p = prefix;
+  for (const auto& p : checkpoint_prefixes()) {
     if (file.contains(p + "x_embedder.proj.weight") && file.contains(p + "t_block.1.weight") &&
         file.contains(p + "blocks.0.cross_attn.q_linear.weight")) {
       return {PixArtLayout::kOriginal, p};

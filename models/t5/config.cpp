@@ -1,16 +1,11 @@
 // T5Config: presets, Hugging Face config.json and inference from checkpoint shapes (models.md §6.1, §6.3).
-#include <fstream>
-#include <map>
-#include <set>
-#include <sstream>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
 #include "ditcache/models/t5.h"
+#include "io/json_config.h"
 
 namespace ditcache {
 
@@ -51,54 +46,32 @@ T5Config T5Config::preset(const std::string& name) {
 }
 
 T5Config T5Config::from_json(const std::string& json_text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::kFormat, fmt::format("{}: not valid JSON ({})", source, e.what()));
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, fmt::format("{}: expected a JSON object (a T5 config.json)", source));
+  // Every key not read here (decoder sizes, dropout, token ids, architectures, ...) does not change
+  // the encoder's function and is ignored.
+  io_detail::JsonConfig json(json_text, source, "T5", io_detail::JsonConfig::Unknown::kIgnore);
   T5Config c;
   c.name = "custom";
-  const std::map<std::string, int64_t*> ints = {
-      {"d_model", &c.d_model},
-      {"d_kv", &c.d_kv},
-      {"d_ff", &c.d_ff},
-      {"num_layers", &c.num_layers},
-      {"num_heads", &c.num_heads},
-      {"relative_attention_num_buckets", &c.relative_attention_num_buckets},
-      {"relative_attention_max_distance", &c.relative_attention_max_distance},
-      {"vocab_size", &c.vocab_size}};
-  for (const auto& [key, value] : j.items()) {
-    auto type_error = [&](const char* expected) {
-      return Error(ErrorCode::kInvalidArgument,
-                   fmt::format("{}: T5 config field '{}' must be {}, found {}", source, key, expected, value.dump()));
-    };
-    if (auto it = ints.find(key); it != ints.end()) {
-      if (!value.is_number_integer()) throw type_error("an integer");
-      *it->second = value.get<int64_t>();
-    } else if (key == "layer_norm_epsilon") {
-      if (!value.is_number()) throw type_error("a number");
-      c.layer_norm_epsilon = value.get<double>();
-    } else if (key == "feed_forward_proj") {
-      if (!value.is_string()) throw type_error("a string");
-      c.feed_forward_proj = value.get<std::string>();
-    } else if (key == "_name_or_path" && value.is_string() && !value.get<std::string>().empty()) {
-      c.name = value.get<std::string>();
-    }
-    // Every other key (decoder sizes, dropout, token ids, architectures, ...) does not change the
-    // encoder's function and is ignored.
+  json.read("d_model", c.d_model);
+  json.read("d_kv", c.d_kv);
+  json.read("d_ff", c.d_ff);
+  json.read("num_layers", c.num_layers);
+  json.read("num_heads", c.num_heads);
+  json.read("relative_attention_num_buckets", c.relative_attention_num_buckets);
+  json.read("relative_attention_max_distance", c.relative_attention_max_distance);
+  json.read("vocab_size", c.vocab_size);
+  json.read("layer_norm_epsilon", c.layer_norm_epsilon);
+  json.read("feed_forward_proj", c.feed_forward_proj);
+  // The Hugging Face name, when there is one, names the config; anything else there is bookkeeping.
+  if (const auto* path = json.take("_name_or_path"); path && path->is_string() && !path->get<std::string>().empty()) {
+    c.name = path->get<std::string>();
   }
+  json.finish();
   c.validate();
   return c;
 }
 
 T5Config T5Config::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(ErrorCode::kNotFound, fmt::format("{}: T5 config file not found or unreadable", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json(ss.str(), path);
+  return from_json(io_detail::read_config_file(path, "T5"), path);
 }
 
 T5Config T5Config::from_weights(const WeightFile& file) {

@@ -4,12 +4,11 @@
 #include "ditcache/models/vae.h"
 
 #include <cmath>
-#include <fstream>
-#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
@@ -17,6 +16,8 @@
 
 #include "ditcache/error.h"
 #include "ditcache/io/weights.h"
+#include "io/json_config.h"
+#include "io/strings.h"
 #include "nn/attention.h"
 
 namespace ditcache {
@@ -76,101 +77,51 @@ void VAEConfig::validate() const {
 }
 
 VAEConfig VAEConfig::from_json_string(const std::string& text, const std::string& origin) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorCode::kFormat, "VAE config " + origin + ": invalid JSON (" + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(ErrorCode::kFormat, "VAE config " + origin + ": expected a JSON object");
-  auto bad = [&](const std::string& key, const std::string& expected) {
-    throw Error(ErrorCode::kInvalidArgument, "VAE config " + origin + ": key '" + key + "': expected " + expected +
-                                                 ", found " + j.at(key).dump());
-  };
-  auto get_int = [&](const std::string& key, int64_t& out, int64_t min_value) {
-    if (!j.contains(key)) return;
-    const auto& v = j.at(key);
-    if (!v.is_number_integer()) bad(key, "an integer");
-    out = v.get<int64_t>();
-    if (out < min_value) bad(key, "an integer >= " + std::to_string(min_value));
-  };
-  auto get_bool = [&](const std::string& key, bool& out) {
-    if (!j.contains(key)) return;
-    if (!j.at(key).is_boolean()) bad(key, "true or false");
-    out = j.at(key).get<bool>();
-  };
-
+  // diffusers' AutoencoderKL config.json carries the encoder's settings, sample sizes, latent
+  // statistics, ...: every key not read here is ignored.
+  io_detail::JsonConfig json(text, origin, "VAE", io_detail::JsonConfig::Unknown::kIgnore);
   VAEConfig c = sd();
-  if (j.contains("block_out_channels")) {
-    const auto& v = j.at("block_out_channels");
-    if (!v.is_array() || v.empty()) bad("block_out_channels", "a non-empty list of positive integers");
-    c.block_out_channels.clear();
-    for (const auto& e : v) {
-      if (!e.is_number_integer() || e.get<int64_t>() <= 0) bad("block_out_channels", "a non-empty list of positive integers");
-      c.block_out_channels.push_back(e.get<int64_t>());
-    }
+  json.read_list_at_least("block_out_channels", c.block_out_channels, 1);
+  json.read_at_least("layers_per_block", c.layers_per_block, 0);
+  json.read_at_least("latent_channels", c.latent_channels, 1);
+  json.read_at_least("out_channels", c.out_channels, 1);
+  json.read_at_least("norm_num_groups", c.norm_num_groups, 1);
+  if (json.read("scaling_factor", c.scaling_factor, "a positive number") &&
+      !(c.scaling_factor > 0 && std::isfinite(c.scaling_factor))) {
+    json.fail("scaling_factor", "a positive number");
   }
-  get_int("layers_per_block", c.layers_per_block, 0);
-  get_int("latent_channels", c.latent_channels, 1);
-  get_int("out_channels", c.out_channels, 1);
-  get_int("norm_num_groups", c.norm_num_groups, 1);
-  if (j.contains("scaling_factor")) {
-    const auto& v = j.at("scaling_factor");
-    if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>())) {
-      bad("scaling_factor", "a positive number");
-    }
-    c.scaling_factor = v.get<double>();
+  if (json.read_nullable("shift_factor", c.shift_factor) && !std::isfinite(c.shift_factor)) {
+    json.fail("shift_factor", "a number or null");
   }
-  if (j.contains("shift_factor") && !j.at("shift_factor").is_null()) {
-    const auto& v = j.at("shift_factor");
-    if (!v.is_number() || !std::isfinite(v.get<double>())) bad("shift_factor", "a number or null");
-    c.shift_factor = v.get<double>();
+  json.read("use_post_quant_conv", c.use_post_quant_conv);
+  json.read("mid_block_add_attention", c.mid_block_add_attention);
+  if (const auto act = json.get<std::string>("act_fn"); act && *act != "silu" && *act != "swish") {
+    json.fail("act_fn", "\"silu\" (the only activation supported)", ErrorCode::kUnsupported);
   }
-  get_bool("use_post_quant_conv", c.use_post_quant_conv);
-  get_bool("mid_block_add_attention", c.mid_block_add_attention);
-
-  if (j.contains("act_fn")) {
-    const auto& v = j.at("act_fn");
-    if (!v.is_string()) bad("act_fn", "a string");
-    const auto act = v.get<std::string>();
-    if (act != "silu" && act != "swish") {
-      throw Error(ErrorCode::kUnsupported, "VAE config " + origin + ": key 'act_fn': only \"silu\" is supported, found \"" +
-                                               act + "\"");
+  if (const auto types = json.get<std::vector<std::string>>("up_block_types", "a list of block type names")) {
+    if (types->size() != c.block_out_channels.size()) {
+      json.fail("up_block_types", fmt::format("a list of {} block type names (one per block_out_channels entry)",
+                                              c.block_out_channels.size()));
     }
-  }
-  if (j.contains("up_block_types")) {
-    const auto& v = j.at("up_block_types");
-    if (!v.is_array()) bad("up_block_types", "a list of block type names");
-    if (v.size() != c.block_out_channels.size()) {
-      bad("up_block_types", "as many entries as block_out_channels (" + std::to_string(c.block_out_channels.size()) + ")");
-    }
-    for (const auto& e : v) {
-      if (!e.is_string()) bad("up_block_types", "a list of block type names");
-      if (e.get<std::string>() != "UpDecoderBlock2D") {
-        throw Error(ErrorCode::kUnsupported, "VAE config " + origin + ": key 'up_block_types': only \"UpDecoderBlock2D\" is " +
-                                                 "supported, found " + e.dump());
+    for (const auto& type : *types) {
+      if (type != "UpDecoderBlock2D") {
+        json.fail("up_block_types", "a list of \"UpDecoderBlock2D\" (the only block type supported)", ErrorCode::kUnsupported);
       }
     }
   }
-  if (j.contains("norm_type") && j.at("norm_type") != "group") {
-    throw Error(ErrorCode::kUnsupported, "VAE config " + origin + ": key 'norm_type': only \"group\" is supported, found " +
-                                             j.at("norm_type").dump());
-  }
+  json.check("norm_type", [](const nlohmann::json& v) { return v == "group"; }, "\"group\" (the only norm supported)",
+             ErrorCode::kUnsupported);
+  json.finish();
   try {
     c.validate();
   } catch (const Error& e) {
-    throw Error(ErrorCode::kInvalidArgument, "VAE config " + origin + ": " + e.message());
+    throw Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", origin, e.message()));
   }
   return c;
 }
 
 VAEConfig VAEConfig::from_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kNotFound, "VAE config '" + path + "': cannot open the file");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw Error(ErrorCode::kIo, "VAE config '" + path + "': read failed");
-  return from_json_string(buffer.str(), "'" + path + "'");
+  return from_json_string(io_detail::read_config_file(path, "VAE"), path);
 }
 
 const char* to_string(VAENaming naming) noexcept {
@@ -387,27 +338,6 @@ class VAEDecoderStackImpl : public torch::nn::Module {
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> parts;
-  std::string cur;
-  for (char ch : s) {
-    if (ch == '.') {
-      parts.push_back(cur);
-      cur.clear();
-    } else {
-      cur.push_back(ch);
-    }
-  }
-  parts.push_back(cur);
-  return parts;
-}
-
-std::string join(const std::vector<std::string>& parts, size_t from) {
-  std::string s;
-  for (size_t i = from; i < parts.size(); ++i) s += (i > from ? "." : "") + parts[i];
-  return s;
-}
-
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 /// A module key's name in a file of the given naming (without the file's prefix); `reshape`
@@ -419,7 +349,7 @@ struct FileKey {
 
 FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_blocks) {
   if (naming == VAENaming::kDiffusers || !starts_with(module_key, "decoder.")) return {module_key, false};
-  auto p = split(module_key);  // decoder.<...>
+  const auto p = io_detail::split(module_key, '.');  // decoder.<...>
   if (naming == VAENaming::kDiffusersDeprecated) {
     // decoder.mid_block.attentions.0.{to_q,to_k,to_v,to_out.0}.{weight,bias}
     if (p.size() >= 6 && p[1] == "mid_block" && p[2] == "attentions") {
@@ -433,7 +363,7 @@ FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_bloc
   }
   // LDM/CompVis.
   auto resnet_tail = [&](size_t from) {
-    std::string t = join(p, from);
+    std::string t = io_detail::join(p, '.', from);
     if (starts_with(t, "conv_shortcut.")) t = "nin_shortcut." + t.substr(std::string("conv_shortcut.").size());
     return t;
   };
@@ -452,7 +382,7 @@ FileKey file_key(const std::string& module_key, VAENaming naming, int64_t n_bloc
   if (p[1] == "up_blocks" && p.size() >= 6) {
     const std::string level = std::to_string(n_blocks - 1 - std::stoll(p[2]));
     if (p[3] == "resnets") return {"decoder.up." + level + ".block." + p[4] + "." + resnet_tail(5), false};
-    if (p[3] == "upsamplers") return {"decoder.up." + level + ".upsample." + join(p, 5), false};
+    if (p[3] == "upsamplers") return {"decoder.up." + level + ".upsample." + io_detail::join(p, '.', 5), false};
   }
   return {module_key, false};
 }

@@ -85,8 +85,7 @@ std::vector<int64_t> mapped_shape(const KeyMap::Entry* e, const std::vector<cons
 }
 
 std::string detect_prefix(const WeightFile& file, const std::vector<std::string>& probe_keys) {
-  static const char* kCandidates[] = {"", "state_dict.", "ema.", "model.", "module."};
-  for (const char* candidate : kCandidates) {
+  for (const auto& candidate : checkpoint_prefixes()) {
     for (const auto& key : probe_keys) {
       if (file.contains(candidate + key)) return candidate;
     }
@@ -95,6 +94,11 @@ std::string detect_prefix(const WeightFile& file, const std::vector<std::string>
 }
 
 }  // namespace
+
+const std::vector<std::string>& checkpoint_prefixes() {
+  static const std::vector<std::string> kPrefixes = {"", "state_dict.", "ema.", "model.", "module."};
+  return kPrefixes;
+}
 
 LoadReport load_state_dict(torch::nn::Module& module, const WeightFile& file, const KeyMap& map,
                            const LoadOptions& options) {

@@ -104,7 +104,7 @@ TEST(DiTConfig, JsonRoundTripsAndRejectsBadFields) {
   expect_error(R"({"depth": "two"})", "field 'depth' must be an integer");
   expect_error(R"({"hidden_size": 66, "num_heads": 4})", "hidden_size");
   expect_error(R"({"input_size": 9, "patch_size": 2})", "input_size 9 is not a multiple of patch_size 2");
-  expect_error(R"({"numerics": "fast"})", "numerics 'fast'");
+  expect_error(R"({"numerics": "fast"})", "field 'numerics' must be \"original\" or \"diffusers\", found \"fast\"");
   expect_error("[1, 2", "not valid JSON");
 }
 

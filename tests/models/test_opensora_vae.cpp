@@ -139,7 +139,7 @@ TEST(OpenSoraVAEConfig, TemporalJson) {
   EXPECT_EQ(t.num_groups, 4);
   EXPECT_EQ(t.level_channels(3), 32);
   expect_error([] { OpenSoraTemporalVAEConfig::from_json_string(R"({"filters": "8"})", "cfg"); },
-               ErrorCode::kInvalidArgument, "key 'filters': expected a positive integer, found \"8\"");
+               ErrorCode::kInvalidArgument, "temporal VAE config field 'filters' must be a positive integer, found \"8\"");
   expect_error([] { OpenSoraTemporalVAEConfig::from_json_string(R"({"temporal_downsample": [1, 0, 0]})"); },
                ErrorCode::kInvalidArgument, "temporal_downsample");
   expect_error([] { OpenSoraTemporalVAEConfig::from_json_string(R"({"activation_fn": "relu"})"); },

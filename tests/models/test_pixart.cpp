@@ -202,8 +202,8 @@ TEST(PixArtConfig, ReadsDiffusersConfigJson) {
   error(R"({"caption_channels": 32, "num_layer": 2})", "unknown PixArt config field 'num_layer'");
   error(R"({"caption_channels": 32, "norm_type": "layer_norm"})", "field 'norm_type' must be \"ada_norm_single\"");
   error(R"({"caption_channels": 32, "norm_eps": 1e-5})", "field 'norm_eps' must be 1e-6");
-  error(R"({"caption_channels": 32, "cross_attention_dim": 512})", "field 'cross_attention_dim' is 512, expected the width 1152");
-  error(R"({"caption_channels": 32, "out_channels": 5})", "field 'out_channels' is 5");
+  error(R"({"caption_channels": 32, "cross_attention_dim": 512})", "field 'cross_attention_dim' must be the width 1152 (num_attention_heads x attention_head_dim), found 512");
+  error(R"({"caption_channels": 32, "out_channels": 5})", "field 'out_channels' must be 4 or 8 (in_channels, or twice with learned sigma), found 5");
   error(R"({"caption_channels": null})", "field 'caption_channels' must be an integer");
   error(R"({"num_layers": 2})", "field 'caption_channels' is missing");
   error(R"({"caption_channels": 32, "num_layers": "2"})", "field 'num_layers' must be an integer");

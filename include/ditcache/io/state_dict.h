@@ -54,11 +54,17 @@ class KeyMap {
   std::vector<std::string> optional_;
 };
 
+/// The file-key prefixes under which a checkpoint's tensors may sit, in the order every detector
+/// tries them (load_state_dict, DiT and PixArt detection): "" (a bare state dict), "state_dict."
+/// (PixArt's `.pth`, Lightning), "ema." then "model." (a training checkpoint holding both: the EMA
+/// weights are the ones to sample with), "module." (DataParallel).
+const std::vector<std::string>& checkpoint_prefixes();
+
 /// Options of load_state_dict.
 struct LoadOptions {
   /// Prefix of every file key (e.g. "state_dict." for PixArt's wrapped `.pth`, "ema." for DiT
-  /// training checkpoints). std::nullopt: detect it from the first module tensor among "",
-  /// "state_dict.", "ema.", "model.", "module.".
+  /// training checkpoints). std::nullopt: the first of checkpoint_prefixes() under which a module
+  /// tensor is found.
   std::optional<std::string> prefix;
   /// Report file tensors that nothing consumed as errors (strict) or only log them.
   bool strict = true;
