@@ -10,6 +10,7 @@
 // Also: the registry, refusals with messages naming sampler, expected and found, and repeat runs.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -149,10 +150,9 @@ TEST(GaussianSamplers, DdimAtEtaZeroNeedsNoGenerator) {
 // The tiny DiT of tests/fixtures/dit/ through sample_dit and through the Sampler loop a pipeline
 // would run (CFG batch [cond; uncond], int64 timesteps, forward_with_cfg).
 DiT tiny_dit() {
-  auto c = DiTConfig::from_json(R"({"name": "DiT-tiny", "depth": 2, "hidden_size": 64, "num_heads": 4,
-    "patch_size": 2, "input_size": 8, "num_classes": 10})");
-  DiT model(c);
-  model->load(*open_weights(test::fixture("dit/dit_tiny_original.safetensors")));
+  auto file = open_weights(test::fixture("dit/dit_tiny_original.safetensors"));
+  DiT model(DiTConfig::from_weights(*file));  // both paths run this one model: its config need not be the fixture's
+  model->load(*file);
   model->eval();
   return model;
 }
@@ -455,46 +455,44 @@ TEST(SamplerRefusals, AModelOfAnotherPredictionIsRefusedByName) {
 }
 
 TEST(SamplerRefusals, BadNamesOptionsAndValuesNameTheSampler) {
-  const auto bad = [](const std::string& name, const SamplerOptions& o, const std::string& fragment) {
-    SCOPED_TRACE(name + ": " + fragment);
-    test::expect_error([&] { make_sampler(name, o); }, ErrorCode::kInvalidArgument, fragment);
+  // {sampler, a change to 10-step options, the message fragment}
+  struct Case {
+    std::string sampler;
+    std::function<void(SamplerOptions&)> change;
+    std::string fragment;
   };
-  SamplerOptions o;
-  o.steps = 10;
-  bad("euler", o, "sampler 'euler' is not known; known: ddim, ddpm, dpm-solver++, rflow");
-  auto eta = o;
-  eta.eta = 0.5;
-  bad("ddpm", eta, "sampler 'ddpm' takes no option 'eta'; its options: steps, respacing, clip_denoised");
-  bad("dpm-solver++", eta, "sampler 'dpm-solver++' takes no option 'eta'; its options: steps, convention");
-  auto convention = o;
-  convention.convention = DPMSolverConvention::kDiffusers;
-  bad("ddim", convention, "sampler 'ddim' takes no option 'convention'; its options: steps, respacing, eta, clip_denoised");
-  auto rflow_opt = o;
-  rflow_opt.rflow = video_schedule(10);
-  bad("dpm-solver++", rflow_opt, "sampler 'dpm-solver++' takes no option 'rflow'");
-  eta.eta = 2.0;
-  bad("ddim", eta, "sampler 'ddim': eta must be in [0, 1], found 2");
-  auto respaced = o;
-  respaced.steps = 25;
-  respaced.respacing = "ddim50";
-  bad("ddim", respaced, "sampler 'ddim': respacing 'ddim50' gives 50 steps, found steps = 25");
-  respaced.respacing = "ddim999";
-  bad("ddpm", respaced, "sampler 'ddpm': timestep respacing 'ddim999'");
-  auto none = o;
-  none.steps = 0;
-  bad("ddpm", none, "sampler 'ddpm': steps must be >= 1 (or a respacing given), found 0");
-  bad("dpm-solver++", none, "sampler 'dpm-solver++': DPM-Solver: steps must be in 1..1000, found 0");
-  auto one = o;
-  one.steps = 1;
-  bad("dpm-solver++", one, "sampler 'dpm-solver++': DPM-Solver (original): steps must be >= 2");
-  bad("rflow", o, "sampler 'rflow': needs the rflow option");
-  auto frames = o;
-  frames.rflow = video_schedule(10);
-  frames.rflow->num_frames = 5;
-  bad("rflow", frames, "sampler 'rflow': rflow schedule: num_frames must be 1 (an image) or >= 17");
-  frames.rflow->num_frames = 17;
-  frames.steps = 0;
-  bad("rflow", frames, "sampler 'rflow': rflow schedule: num_steps must be >= 1, found 0");
+  const auto video = video_schedule(10);
+  const std::vector<Case> cases = {
+      {"euler", [](SamplerOptions&) {}, "sampler 'euler' is not known; known: ddim, ddpm, dpm-solver++, rflow"},
+      {"ddpm", [](SamplerOptions& o) { o.eta = 0.5; },
+       "sampler 'ddpm' takes no option 'eta'; its options: steps, respacing, clip_denoised"},
+      {"dpm-solver++", [](SamplerOptions& o) { o.eta = 0.5; },
+       "sampler 'dpm-solver++' takes no option 'eta'; its options: steps, convention"},
+      {"ddim", [](SamplerOptions& o) { o.convention = DPMSolverConvention::kDiffusers; },
+       "sampler 'ddim' takes no option 'convention'; its options: steps, respacing, eta, clip_denoised"},
+      {"dpm-solver++", [&](SamplerOptions& o) { o.rflow = video; }, "sampler 'dpm-solver++' takes no option 'rflow'"},
+      {"ddim", [](SamplerOptions& o) { o.eta = 2.0; }, "sampler 'ddim': eta must be in [0, 1], found 2"},
+      {"ddim", [](SamplerOptions& o) { o.steps = 25; o.respacing = "ddim50"; },
+       "sampler 'ddim': respacing 'ddim50' gives 50 steps, found steps = 25"},
+      {"ddpm", [](SamplerOptions& o) { o.respacing = "ddim999"; }, "sampler 'ddpm': timestep respacing 'ddim999'"},
+      {"ddpm", [](SamplerOptions& o) { o.steps = 0; }, "sampler 'ddpm': steps must be >= 1 (or a respacing given), found 0"},
+      {"dpm-solver++", [](SamplerOptions& o) { o.steps = 0; },
+       "sampler 'dpm-solver++': DPM-Solver: steps must be in 1..1000, found 0"},
+      {"dpm-solver++", [](SamplerOptions& o) { o.steps = 1; },
+       "sampler 'dpm-solver++': DPM-Solver (original): steps must be >= 2"},
+      {"rflow", [](SamplerOptions&) {}, "sampler 'rflow': needs the rflow option"},
+      {"rflow", [&](SamplerOptions& o) { o.rflow = video; o.rflow->num_frames = 5; },
+       "sampler 'rflow': rflow schedule: num_frames must be 1 (an image) or >= 17"},
+      {"rflow", [&](SamplerOptions& o) { o.rflow = video; o.steps = 0; },
+       "sampler 'rflow': rflow schedule: num_steps must be >= 1, found 0"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.sampler + ": " + c.fragment);
+    SamplerOptions o;
+    o.steps = 10;
+    c.change(o);
+    test::expect_error([&] { make_sampler(c.sampler, o); }, ErrorCode::kInvalidArgument, c.fragment);
+  }
   test::expect_error([] { make_rflow_sampler({}); }, ErrorCode::kInvalidArgument, "sampler 'rflow': no timesteps");
   DPMSolverSchedule broken = dpm_solver_schedule(4, DPMSolverConvention::kDiffusers);
   broken.model_timesteps.pop_back();
