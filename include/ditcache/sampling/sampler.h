@@ -156,9 +156,9 @@ using SamplerFactory = std::function<std::unique_ptr<Sampler>(const SamplerOptio
 
 /// A registered sampler.
 struct SamplerInfo {
-  std::string name;
-  Prediction prediction;
-  std::string summary;  ///< one line
+  std::string name;       ///< the registry name make_sampler takes
+  Prediction prediction;  ///< what its samplers expect the model to predict
+  std::string summary;    ///< one line
 };
 
 /// Registers a factory under a name (non-empty, no spaces; a duplicate name throws
