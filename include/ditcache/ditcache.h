@@ -33,5 +33,6 @@
 #include "ditcache/sampling/dpm_solver.h"  // DPM-Solver++ 2M (PixArt-α), original and diffusers grids
 #include "ditcache/sampling/gaussian_diffusion.h"
 #include "ditcache/sampling/rflow.h"
+#include "ditcache/sampling/sampler.h"  // the Sampler interface and registry: ddpm, ddim, dpm-solver++, rflow
 #include "ditcache/text/text_encoder.h"
 #include "ditcache/text/tokenizer.h"

@@ -10,7 +10,7 @@
 #include <fmt/format.h>
 
 #include "ditcache/error.h"
-#include "ditcache/io/state_dict.h"
+#include "ditcache/sampling/sampler.h"
 
 namespace ditcache {
 
@@ -183,19 +183,12 @@ at::Tensor dpm_solver_update(const DPMSolverSchedule& s, int step, const at::Ten
 
 at::Tensor dpm_solver_sample(const at::Tensor& x_init, const DPMSolverSchedule& schedule, const EpsilonFn& eps,
                              const std::function<void(int64_t, int64_t)>& progress) {
+  // The "dpm-solver++" Sampler's loop; it holds the multistep state (the last data prediction).
+  auto sampler = make_dpm_solver_sampler(schedule);
   at::Tensor x = x_init.to(at::kFloat);
-  at::Tensor previous;  // the last step's data prediction
-  for (int i = 0; i < schedule.num_steps; ++i) {
-    auto e = eps(x, i).to(at::kFloat);
-    if (e.sizes() != x.sizes()) {
-      throw Error(ErrorCode::kShapeMismatch, fmt::format("dpm_solver_sample: the noise prediction of step {} has shape {}, "
-                                                         "expected x's {}",
-                                                         i, shape_string(e.sizes()), shape_string(x.sizes())));
-    }
-    auto m = dpm_solver_data_prediction(schedule, i, x, e);
-    x = dpm_solver_update(schedule, i, x, m, previous);
-    previous = m;
-    if (progress) progress(i + 1, schedule.num_steps);
+  for (int i = 0; i < sampler->num_steps(); ++i) {
+    x = sampler->step(i, x, eps(x, i).to(at::kFloat));
+    if (progress) progress(i + 1, sampler->num_steps());
   }
   return x;
 }

@@ -140,6 +140,27 @@ GaussianDiffusion GaussianDiffusion::ddim(int64_t steps, int64_t num_train_steps
   return GaussianDiffusion(std::to_string(steps), num_train_steps);
 }
 
+GaussianDiffusion GaussianDiffusion::for_run(int64_t steps, const std::string& respacing, bool ddim_stride,
+                                            int64_t num_train_steps) {
+  if (respacing.empty()) {
+    if (steps < 1) throw Error(ErrorCode::kInvalidArgument, fmt::format("steps must be >= 1 (or a respacing given), found {}", steps));
+    return ddim_stride ? ddim(steps, num_train_steps) : GaussianDiffusion(std::to_string(steps), num_train_steps);
+  }
+  GaussianDiffusion out(respacing, num_train_steps);
+  if (steps != 0 && steps != out.num_steps()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                fmt::format("respacing '{}' gives {} steps, found steps = {} (0 takes the respacing's count)", respacing,
+                            out.num_steps(), steps));
+  }
+  return out;
+}
+
+std::vector<double> GaussianDiffusion::sampling_timesteps() const {
+  std::vector<double> out;
+  for (auto k = timestep_map_.rbegin(); k != timestep_map_.rend(); ++k) out.push_back(static_cast<double>(*k));
+  return out;
+}
+
 at::Tensor GaussianDiffusion::split_eps(const at::Tensor& x, const at::Tensor& model_output, at::Tensor* var_values) const {
   const int64_t C = x.size(1);
   if (model_output.size(1) == 2 * C) {

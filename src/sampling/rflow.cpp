@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include "ditcache/error.h"
+#include "ditcache/io/state_dict.h"
+#include "ditcache/sampling/sampler.h"
 
 namespace ditcache {
 
@@ -45,23 +47,31 @@ std::vector<float> rflow_timesteps(const RFlowSchedule& s) {
   return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
 }
 
+at::Tensor rflow_guidance(const at::Tensor& v, double guidance_scale) {
+  if (!v.defined() || v.dim() < 1 || v.size(0) % 2 != 0) {
+    throw Error(ErrorCode::kShapeMismatch,
+                fmt::format("rflow guidance: the velocity batch has shape {}, expected [2n, ...] (n conditional rows, then n "
+                            "unconditional)", v.defined() ? shape_string(v.sizes()) : std::string("undefined")));
+  }
+  auto halves = v.chunk(2, 0);  // [n, ...] each: cond, uncond
+  return halves[1] + guidance_scale * (halves[0] - halves[1]);
+}
+
 at::Tensor rflow_sample(const at::Tensor& z0, const std::vector<float>& timesteps, int num_timesteps, double guidance_scale,
                         const VelocityFn& velocity, const std::function<void(int64_t, int64_t)>& progress) {
   if (timesteps.empty()) throw Error(ErrorCode::kInvalidArgument, "rflow_sample: no timesteps");
+  // The "rflow" Sampler's loop with the guidance in front of its update.
+  auto sampler = make_rflow_sampler(timesteps, num_timesteps);
   auto z = z0;
   const int64_t n = z.size(0);
-  const auto total = static_cast<int64_t>(timesteps.size());
-  for (int64_t i = 0; i < total; ++i) {
-    auto t = at::full({2 * n}, timesteps[static_cast<size_t>(i)], z.options().dtype(at::kFloat));
-    auto v = velocity(at::cat({z, z}, 0), t, static_cast<int>(i));
+  const int total = sampler->num_steps();
+  for (int i = 0; i < total; ++i) {
+    auto t = at::full({2 * n}, sampler->model_timestep(i), z.options().dtype(at::kFloat));
+    auto v = velocity(at::cat({z, z}, 0), t, i);
     if (v.size(0) != 2 * n) {
       throw Error(ErrorCode::kShapeMismatch, fmt::format("rflow_sample: the model returned {} rows for a CFG batch of {}", v.size(0), 2 * n));
     }
-    auto halves = v.chunk(2, 0);
-    auto guided = halves[1] + guidance_scale * (halves[0] - halves[1]);
-    const float next = i + 1 < total ? timesteps[static_cast<size_t>(i + 1)] : 0.0f;
-    const float dt = (timesteps[static_cast<size_t>(i)] - next) / static_cast<float>(num_timesteps);
-    z = z + guided.to(z.scalar_type()) * dt;
+    z = sampler->step(i, z, rflow_guidance(v, guidance_scale));
     if (progress) progress(i + 1, total);
   }
   return z;

@@ -25,11 +25,18 @@ class GaussianDiffusion {
 
   /// For DDIM with `steps` steps: DiT's "ddimN" stride when one exists, otherwise even spacing "N".
   static GaussianDiffusion ddim(int64_t steps, int64_t num_train_steps = 1000);
+  /// The diffusion of a sampling run of `steps` calls: `respacing` when given (then `steps` is 0,
+  /// to take its count, or must equal it), else ddim(steps) when `ddim_stride`, else "<steps>".
+  /// Throws Error(kInvalidArgument) saying expected and found.
+  static GaussianDiffusion for_run(int64_t steps, const std::string& respacing, bool ddim_stride,
+                                   int64_t num_train_steps = 1000);
 
   /// Number of sampling steps.
   int64_t num_steps() const { return static_cast<int64_t>(timestep_map_.size()); }
   /// Training-step index (what the network sees) of respaced step k.
   int64_t model_timestep(int64_t k) const { return timestep_map_.at(static_cast<size_t>(k)); }
+  /// The model timesteps of a run in execution order (k = S−1 .. 0): model_timestep(S−1−i) at call i.
+  std::vector<double> sampling_timesteps() const;
   const std::vector<int64_t>& timestep_map() const { return timestep_map_; }
   const std::vector<double>& betas() const { return betas_; }
   const std::vector<double>& alphas_cumprod() const { return alphas_cumprod_; }

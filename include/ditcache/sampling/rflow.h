@@ -1,7 +1,9 @@
 #pragma once
 /// \file Rectified flow (OpenSora 1.2's `RFLOW` scheduler, models.md §3.5): the time grid with
-/// OpenSora's resolution- and length-dependent shift, and the Euler loop with classifier-free
-/// guidance. Model-agnostic: the caller supplies the velocity of a [cond; uncond] batch.
+/// OpenSora's resolution- and length-dependent shift, its classifier-free guidance, and the Euler
+/// loop with guidance. Model-agnostic: the caller supplies the velocity of a [cond; uncond] batch.
+/// The Euler update itself is the "rflow" Sampler (sampling/sampler.h: make_rflow_sampler), which
+/// rflow_sample drives.
 
 #include <cstdint>
 #include <functional>
@@ -37,9 +39,16 @@ std::vector<float> rflow_timesteps(const RFlowSchedule& schedule);
 /// (float32) for step `step` -> [2n, ...] (rows 0..n-1 conditional, n..2n-1 unconditional).
 using VelocityFn = std::function<at::Tensor(const at::Tensor& z_in, const at::Tensor& t, int step)>;
 
+/// OpenSora's classifier-free guidance of a velocity batch v [2n, ...] (rows 0..n-1 conditional,
+/// n..2n-1 unconditional): v_uncond + scale·(v_cond - v_uncond) [n, ...], in the reference's order
+/// of operations. Throws Error(kShapeMismatch) for an undefined v or an odd row count.
+at::Tensor rflow_guidance(const at::Tensor& v, double guidance_scale);
+
 /// Euler integration from noise `z` [n, ...] along `timesteps` (rflow_timesteps) with guidance
 /// v = v_uncond + scale·(v_cond - v_uncond) and dt = (t_i - t_{i+1})/T (the last step goes to 0).
 /// `progress` is called after each step with (steps done, total). Returns the latents [n, ...].
+/// Throws Error(kInvalidArgument) for no timesteps, Error(kShapeMismatch) for a velocity batch that
+/// is not [2n, ...] (with any channel count from C; channels 0..C-1 are the velocity).
 at::Tensor rflow_sample(const at::Tensor& z, const std::vector<float>& timesteps, int num_timesteps, double guidance_scale,
                         const VelocityFn& velocity, const std::function<void(int64_t, int64_t)>& progress = {});
 
