@@ -18,12 +18,18 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=2
 
+# The hash of a safetensors file's tensor bytes (its header holds metadata such as the weights' path).
+data_hash() {
+  local n
+  n=$(od -An -t u8 -N 8 "$1" | tr -d ' ')
+  tail -c +$((n + 9)) "$1" | sha256sum | cut -c1-16
+}
 # run NAME CMD...: runs CMD with --save-latents and prints NAME and the latents' hash (or its error).
 run() {
   local name=$1; shift
   rm -f "$work/l.st"
   if "$@" --quiet --threads 2 --save-latents "$work/l.st" >"$work/out.txt" 2>&1 && [ -s "$work/l.st" ]; then
-    printf '%-48s %s\n' "$name" "$(sha256sum "$work/l.st" | cut -c1-16)"
+    printf '%-48s %s\n' "$name" "$(data_hash "$work/l.st")"
   else
     printf '%-48s FAILED: %s\n' "$name" "$(tail -1 "$work/out.txt")"
   fi

@@ -163,7 +163,7 @@ TEST(PolicyRegistry, ErrorsNameTheProblem) {
   EXPECT_NE(message("toca:ratio=1.5").find("toca: option ratio=1.5 is out of range; expected 0 <= ratio <= 1"), std::string::npos);
   EXPECT_NE(message("toca:ratoi=0.1").find("unknown option 'ratoi'"), std::string::npos);
   EXPECT_NE(message("toca:ratio").find("option 'ratio' is not key=value"), std::string::npos);
-  EXPECT_NE(message("toca:schedule=").find("toca: option schedule is empty"), std::string::npos);
+  EXPECT_NE(message("toca:schedule=").find("option 'schedule=' is not key=value"), std::string::npos);
   EXPECT_NE(message("fora:interval=2,interval=3").find("given twice"), std::string::npos);
   EXPECT_NE(message(":x=1").find("no policy name"), std::string::npos);
   EXPECT_NE(message("none:interval=2").find("unknown option 'interval'"), std::string::npos);
@@ -337,6 +337,7 @@ TEST(ToCaPolicy, UnsupportedLayoutsAreErrors) {
   other.num_tokens = 16;
   other.grid_h = other.grid_w = 4;
   other.num_steps = 10;
+  other.site_kinds = {SiteKind::kSelfAttention, SiteKind::kMLP};
   test::expect_error([&] { make_policy("toca")->begin_run(other); }, ErrorCode::kUnsupported, "model 'Flux' has no ToCa profile");
   // A schedule the family does not have is refused when the run starts, naming the family's.
   const auto config = DiTConfig::preset("DiT-S/2-256");
