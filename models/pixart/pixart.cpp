@@ -190,7 +190,7 @@ at::Tensor PixArtImpl::forward(const BackboneInputs& in, CacheContext* cache) {
     throw shape_error(fmt::format("x must be [B, {}, h, w] with h and w multiples of the patch size {}, found {}", cfg.in_channels, p,
                                   shape_or_nothing(x_in)));
   }
-  const int64_t B = x_in.size(0), gh = x_in.size(2) / p, gw = x_in.size(3) / p, N = gh * gw;
+  const int64_t B = x_in.size(0), gh = x_in.size(2) / p, gw = x_in.size(3) / p;
   if (!in.timestep.defined() || in.timestep.dim() != 1 || in.timestep.size(0) != B) {
     throw shape_error(fmt::format("timestep must be [{}], found {}", B, shape_or_nothing(in.timestep)));
   }
